@@ -1,0 +1,52 @@
+"""vsd architectures, registered with timm on import.
+
+Importing this package (``import vsd`` does) registers ``convnet_d1`` .. ``convnet_d5``, ``resnet18_cifar``,
+``resnet32_cifar`` and ``vit_tiny_patch4_32``, so ``timm.create_model(name, ...)`` builds them.
+
+Example:
+    >>> from vsd.models import create_model, list_vsd_models
+    >>> "convnet_d3" in list_vsd_models()
+    True
+    >>> model = create_model("resnet32_cifar", num_classes=100)
+"""
+import difflib
+from typing import Any, List
+
+import timm
+from torch import nn
+
+from vsd.models import convnet, resnet_cifar, vit_small  # noqa: F401  (registration)
+from vsd.models.convnet import ConvNet
+from vsd.models.resnet_cifar import CifarResNet
+
+__all__ = ["create_model", "list_vsd_models", "ConvNet", "CifarResNet"]
+
+
+def list_vsd_models() -> List[str]:
+    """Names of the architectures vsd registers with timm, sorted."""
+    return sorted(
+        name for name in timm.list_models()
+        if timm.models.model_entrypoint(name).__module__.startswith(f"{__name__}.")
+    )
+
+
+def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with a readable error for unknown names.
+
+    Args:
+        name: Any timm model name (vsd's included); ``hf-hub:`` / ``local-dir:`` sources pass straight to timm.
+        pretrained: Load pretrained weights (vsd's own models have none).
+        **kwargs: Model arguments, e.g. ``num_classes``, ``in_chans``, ``img_size``.
+
+    Raises:
+        ValueError: ``name`` is not a timm model; the message lists vsd's models and close matches.
+    """
+    if ":" not in name and not timm.is_model(timm.models.split_model_name_tag(name)[0]):
+        vsd_names = list_vsd_models()
+        close = difflib.get_close_matches(name, vsd_names + timm.list_models(), n=3, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"Unknown model {name!r}.{hint} vsd models: {', '.join(vsd_names)} "
+            "(any timm model name works too; see timm.list_models())."
+        )
+    return timm.create_model(name, pretrained=pretrained, **kwargs)

@@ -1,0 +1,85 @@
+"""Transform presets on raw ``uint8`` image tensors ``[C, H, W]`` (torchvision.transforms.v2).
+
+Presets (the ``transform`` argument of :func:`vsd.data.create_dataset`):
+
+- ``"eval"``: to float in ``[0, 1]``, then normalize with ``info.mean`` / ``info.std``.
+- ``"train"``: the standard augmentation: random crop with zero padding (4 px at 32 px, scaled with the image
+  size: ``round(size / 8)``) and, where ``info.hflip``, a horizontal flip; then ``"eval"``.
+- ``"weak"``: ``"train"`` plus a random rotation of up to 15 degrees (the weak view of RIDE/MDCS).
+- ``"strong"``: AutoAugment with the CIFAR-10 policy, then crop (+ flip), then ``"eval"``.
+- ``"none"``: the raw ``uint8`` tensor, untouched.
+
+A callable is used as is: it receives the raw ``uint8`` tensor ``[C, H, W]``. All presets work on grayscale
+(1-channel) and RGB images.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Union
+
+import torch
+from torchvision.transforms import v2
+
+from vsd.data.info import DatasetInfo
+
+__all__ = ["PRESETS", "TransformArg", "build_transform", "crop_padding"]
+
+PRESETS = ("eval", "train", "weak", "strong", "none")
+
+#: What ``transform`` arguments accept: a preset name or a callable on the raw uint8 tensor.
+TransformArg = Union[str, Callable[[torch.Tensor], Any]]
+
+_WEAK_ROTATION_DEGREES = 15.0
+
+
+def crop_padding(image_size: int) -> int:
+    """Zero padding of the random crop: 4 pixels at 32 x 32 (the CIFAR standard), proportional otherwise."""
+    return max(1, round(image_size / 8))
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _to_normalized(info: DatasetInfo) -> list[v2.Transform]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(info.mean), list(info.std))]
+
+
+def _crop_flip(info: DatasetInfo) -> list[v2.Transform]:
+    ops: list[v2.Transform] = [v2.RandomCrop(info.image_size, padding=crop_padding(info.image_size))]
+    if info.hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    return ops
+
+
+def build_transform(transform: TransformArg, info: DatasetInfo) -> Callable[[torch.Tensor], Any]:
+    """Turn a preset name (or a callable) into the callable applied to each raw ``uint8`` image.
+
+    Args:
+        transform: one of :data:`PRESETS` or a callable taking the raw ``uint8`` tensor ``[C, H, W]``.
+        info: the data set's description (image size, normalization, whether flips are allowed).
+
+    Returns:
+        A picklable callable (safe for ``DataLoader`` workers). The ``"eval"`` one also accepts a batch
+        ``[N, C, H, W]``.
+
+    Example:
+        >>> info = DatasetInfo("toy", 2, 1, 8, (0.5,), (0.25,), ("a", "b"))
+        >>> build_transform("eval", info)(torch.full((1, 8, 8), 255, dtype=torch.uint8))[0, 0, 0].item()
+        2.0
+    """
+    if callable(transform):
+        return transform
+    if transform == "none":
+        return _identity
+    if transform == "eval":
+        ops = _to_normalized(info)
+    elif transform == "train":
+        ops = _crop_flip(info) + _to_normalized(info)
+    elif transform == "weak":
+        ops = _crop_flip(info) + [v2.RandomRotation(_WEAK_ROTATION_DEGREES)] + _to_normalized(info)
+    elif transform == "strong":
+        ops = [v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)] + _crop_flip(info) + _to_normalized(info)
+    else:
+        raise ValueError(f"unknown transform {transform!r}: expected one of {', '.join(PRESETS)} or a callable "
+                         "taking the raw uint8 image tensor [C, H, W]")
+    return v2.Compose(ops)
