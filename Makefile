@@ -9,7 +9,6 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,photos]'
 	touch $(STAMP)
 

@@ -34,6 +34,8 @@ class ImageDataset(Dataset):
     """
 
     splits: ClassVar[Optional[tuple[str, ...]]] = ("train", "test")
+    #: The registry name, set by :func:`vsd.data.register_dataset`.
+    dataset_name: ClassVar[str] = ""
 
     def __init__(self, info: DatasetInfo, targets: Sequence[int], split: str, transform: TransformArg) -> None:
         self.info = info

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Set, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import kornia.augmentation as K
 import torch
 import torch.nn as nn
 
-from vsd.distill.model_pool import member_features
+from vsd.distill.model_pool import head_keys, member_features
 
 __all__ = ["FeatureEncoder", "barlow_twins_loss", "build_projector", "ssl_augmentation", "train_barlow_twins",
            "load_encoder_weights"]
@@ -163,20 +163,9 @@ def load_encoder_weights(model: nn.Module, path: Union[str, Path]) -> FeatureEnc
     if not isinstance(state, dict):
         raise ValueError(f"target model checkpoint {str(path)!r} does not hold a state dict")
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in _head_keys(model)]
+    missing = [k for k in missing if k not in head_keys(model)]
     if missing or unexpected:
         raise ValueError(f"target model checkpoint {str(path)!r} does not fit the model: missing keys "
                          f"{missing[:5]}, unexpected keys {unexpected[:5]}")
     return FeatureEncoder(model).eval()
 
-
-def _head_keys(model: nn.Module) -> Set[str]:
-    """State-dict keys of the classifier (``get_classifier()``), which an encoder checkpoint may omit."""
-    if not hasattr(model, "get_classifier"):
-        return set()
-    head = model.get_classifier()
-    if not isinstance(head, nn.Module):
-        return set()
-    ids = {id(t) for t in list(head.parameters()) + list(head.buffers())}
-    named = list(model.named_parameters()) + list(model.named_buffers())
-    return {name for name, t in named if id(t) in ids}

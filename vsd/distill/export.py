@@ -143,11 +143,13 @@ def load_distilled(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dic
 
 
 def to_display(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-               zca_inverse: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Map stored images back to [0, 1] pixels: undo ZCA (when its inverse matrix is given) and normalization."""
+               zca_inverse: Optional[torch.Tensor] = None, zca_mean: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Map stored images back to [0, 1] pixels: undo ZCA (``x @ zca_inverse + zca_mean``, kornia's convention,
+    when given) and the normalization."""
     x = images.detach().float().cpu()
     if zca_inverse is not None:
-        x = (x.flatten(1) @ zca_inverse.float().T).view_as(x)
+        shift = zca_mean.float().reshape(1, -1) if zca_mean is not None else 0.0
+        x = (x.flatten(1) @ zca_inverse.float() + shift).view_as(x)
     m = torch.tensor(list(mean), dtype=x.dtype).view(1, -1, 1, 1)
     s = torch.tensor(list(std), dtype=x.dtype).view(1, -1, 1, 1)
     return (x * s + m).clamp(0.0, 1.0)

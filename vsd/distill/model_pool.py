@@ -20,13 +20,13 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ModelPool", "member_features"]
+__all__ = ["ModelPool", "head_keys", "member_features"]
 
 
 def member_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -40,6 +40,17 @@ def member_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"{type(model).__name__} exposes neither timm's forward_features/forward_head nor "
                         "embed(x); the model pool needs penultimate features")
     return feats.flatten(1)
+
+
+def head_keys(model: nn.Module) -> Set[str]:
+    """State-dict keys of the classifier head (timm's ``get_classifier()``): what "drop the head" removes and
+    what an encoder checkpoint may omit. Empty for modules without ``get_classifier``."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(head, nn.Module):
+        return set()
+    ids = {id(t) for t in list(head.parameters()) + list(head.buffers())}
+    named = list(model.named_parameters()) + list(model.named_buffers())
+    return {name for name, t in named if id(t) in ids}
 
 
 class ModelPool:

@@ -257,7 +257,7 @@ class Trainer:
         loss = result["loss"]
         if not torch.isfinite(loss.detach()).all():
             raise TrainingDiverged(
-                f"loss is {float(loss)} at epoch {epoch + 1}, step {batch_idx + 1}; stopping. The last good "
+                f"loss is {float(loss.detach())} at epoch {epoch + 1}, step {batch_idx + 1}; stopping. The last good "
                 f"checkpoint (if any) is {self.out / CHECKPOINT_NAME}"
             )
         self.optimizer.zero_grad(set_to_none=True)

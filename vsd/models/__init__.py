@@ -1,7 +1,8 @@
 """vsd architectures, registered with timm on import.
 
 Importing this package (``import vsd`` does) registers ``convnet_d1`` .. ``convnet_d5``, ``resnet18_cifar``,
-``resnet32_cifar`` and ``vit_tiny_patch4_32``, so ``timm.create_model(name, ...)`` builds them.
+``resnet32_cifar``, ``vit_tiny_patch4_32`` and the MAE models of ``vsd.models.mae``, so
+``timm.create_model(name, ...)`` builds them; ``list_vsd_models()`` lists them all.
 
 Example:
     >>> from vsd.models import create_model, list_vsd_models
@@ -16,6 +17,7 @@ import timm
 from torch import nn
 
 from vsd.models import convnet, resnet_cifar, vit_small  # noqa: F401  (registration)
+from vsd.models import mae  # noqa: F401  (registers the MAE models)
 from vsd.models.convnet import ConvNet
 from vsd.models.resnet_cifar import CifarResNet
 
@@ -43,10 +45,10 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
     """
     if ":" not in name and not timm.is_model(timm.models.split_model_name_tag(name)[0]):
         vsd_names = list_vsd_models()
-        close = difflib.get_close_matches(name, vsd_names + timm.list_models(), n=3, cutoff=0.6)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ValueError(
-            f"Unknown model {name!r}.{hint} vsd models: {', '.join(vsd_names)} "
+            f"unknown model {name!r}{hint}; vsd models: {', '.join(vsd_names)} "
             "(any timm model name works too; see timm.list_models())."
         )
     return timm.create_model(name, pretrained=pretrained, **kwargs)

@@ -39,9 +39,11 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from timm.layers import get_device_dtype, to_2tuple
+from timm.layers import to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
+
+from vsd.models._helpers import match_device_dtype
 
 __all__ = ["ConvNet", "ConvNetBlock"]
 
@@ -200,8 +202,8 @@ class ConvNet(nn.Module):
         if global_pool not in (None, ""):
             raise ValueError(f"ConvNet flattens its feature map and has no global pool; got {global_pool!r}.")
         self.num_classes = num_classes
-        dd = get_device_dtype(self)
-        self.classifier = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.classifier = match_device_dtype(classifier, self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Final feature map ``[B, net_width, h, w]``."""

@@ -43,9 +43,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from timm.layers import create_classifier, get_device_dtype
+from timm.layers import create_classifier, to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
+
+from vsd.models._helpers import match_device_dtype
 
 __all__ = ["CifarResNet", "BasicBlock", "PadShortcut"]
 
@@ -102,6 +104,8 @@ class CifarResNet(nn.Module):
         shortcut: 'A' (zero-pad, no parameters) or 'B' (1x1 conv + BN) where the shape changes.
         kaiming_init: ``kaiming_normal_`` on conv and linear weights (LDAM/RIDE/MDCS); else PyTorch default.
         in_chans: Input channels.
+        img_size: Nominal input size, recorded for timm's input config only (the network takes any size >= 8
+            for ResNet-18, e.g. 16x16 digits or 32x32 CIFAR), so one ``img_size`` kwarg fits all vsd models.
         num_classes: Classifier outputs (0: no classifier, ``forward`` returns pooled features).
         global_pool: timm pool type ('avg', 'max', 'avgmax', ... or '' for none).
         drop_rate: Dropout before the classifier.
@@ -117,6 +121,7 @@ class CifarResNet(nn.Module):
             shortcut: ShortcutType = "B",
             kaiming_init: bool = False,
             in_chans: int = 3,
+            img_size: Optional[Union[int, Tuple[int, int]]] = None,
             num_classes: int = 10,
             global_pool: str = "avg",
             drop_rate: float = 0.0,
@@ -126,6 +131,7 @@ class CifarResNet(nn.Module):
             raise ValueError(f"layers {tuple(layers)} and widths {tuple(widths)} must have the same length.")
         strides = [1] + [2] * (len(layers) - 1) if strides is None else list(strides)
         self.in_chans = in_chans
+        self.img_size = None if img_size is None else to_2tuple(img_size)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
 
@@ -160,9 +166,8 @@ class CifarResNet(nn.Module):
         self.num_classes = num_classes
         if global_pool is None:
             global_pool = self.global_pool.pool_type
-        self.global_pool, self.fc = create_classifier(
-            self.num_features, num_classes, pool_type=global_pool, **get_device_dtype(self)
-        )
+        global_pool, fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.global_pool, self.fc = global_pool, match_device_dtype(fc, self)
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

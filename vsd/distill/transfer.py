@@ -1,0 +1,285 @@
+"""Transfer protocol for distilled sets: pre-train a fresh network on a small set, drop its head, fine-tune on a
+target task, report test top-1.
+
+Pre-training options compared in the same protocol (KRR-ST, Lee et al., ICLR 2024, section 4):
+
+* ``none``: fine-tune from a random initialisation;
+* ``random``: a random real subset of the source data of the same size, with the target model's
+  representations as regression targets (MSE);
+* ``tm``: a trajectory-matching distilled set with its labels (cross-entropy; soft labels allowed);
+* ``krr_st``: the KRR-ST synthetic images with their learned target representations (MSE).
+
+Hyper-parameters follow the official code (db-Lee/selfsup_dd, ``test.py``): MSE pre-training with SGD
+(momentum 0.9) lr 0.1, wd 1e-3; CE pre-training lr 0.01, wd 5e-4; fine-tuning with SGD (momentum 0.9) lr 0.01,
+wd 5e-4, cosine decay, random crop (+ flip) augmentation. Differences: the CE pre-training runs without DSA
+augmentation and without the step decay at half, and every option uses the same number of pre-training epochs.
+
+Example:
+    >>> net = create_network("convnet_d1", {"net_width": 8}, num_classes=3, in_chans=1, image_size=8)
+    >>> net = pretrain_network(net, torch.randn(6, 1, 8, 8), torch.randn(6, 3), loss="mse", epochs=1)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import kornia.augmentation as K
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vsd.distill.model_pool import head_keys
+
+__all__ = ["PretrainSet", "TargetTask", "TransferConfig", "create_network", "finetune_and_evaluate", "load_tm_set",
+           "make_target_task", "pretrain_network", "run_transfer", "transfer_backbone"]
+
+
+def create_network(name: str, kwargs: Dict[str, Any], num_classes: int, in_chans: int, image_size: int) -> nn.Module:
+    """A fresh timm/vsd network with ``num_classes`` outputs for ``in_chans`` x ``image_size`` inputs.
+
+    ``img_size`` is passed when the architecture accepts it (vsd models do; most timm CNNs do not)."""
+    from vsd.models import create_model
+
+    kw = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
+    if "img_size" not in kw:
+        try:
+            return create_model(name, img_size=image_size, **kw)
+        except TypeError as err:
+            if "img_size" not in str(err):
+                raise
+    return create_model(name, **kw)
+
+
+def _batches(n: int, batch_size: int, generator: Optional[torch.Generator] = None) -> List[torch.Tensor]:
+    order = torch.randperm(n, generator=generator)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def pretrain_network(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, loss: str = "mse",
+                     epochs: int = 1000, batch_size: int = 256, lr: float = 0.1, weight_decay: float = 1e-3,
+                     momentum: float = 0.9, device: Union[str, torch.device] = "cpu") -> nn.Module:
+    """Train ``model`` on ``(images, targets)``: ``loss="mse"`` regresses [N, K] representations, ``loss="ce"``
+    fits [N] class indices or [N, K] soft labels. SGD with momentum, constant lr, reshuffled mini-batches."""
+    if loss not in ("mse", "ce"):
+        raise ValueError(f"pre-training loss must be 'mse' or 'ce', got {loss!r}")
+    if images.shape[0] != targets.shape[0]:
+        raise ValueError(f"pre-training images and targets must have the same number of rows, got "
+                         f"{images.shape[0]} and {targets.shape[0]}")
+    model = model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    images, targets = images.to(device), targets.to(device)
+    for _ in range(epochs):
+        for idx in _batches(images.shape[0], batch_size):
+            out = model(images[idx])
+            if loss == "mse":
+                if out.shape != targets[idx].shape:
+                    raise ValueError(f"network output {tuple(out.shape)} does not match the target "
+                                     f"representations {tuple(targets[idx].shape)}; build it with "
+                                     f"num_classes={targets.shape[1]}")
+                value = F.mse_loss(out, targets[idx])
+            else:
+                value = F.cross_entropy(out, targets[idx])
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+    return model
+
+
+def transfer_backbone(pretrained: nn.Module, fresh: nn.Module) -> nn.Module:
+    """Copy every weight of ``pretrained`` except its classifier head into ``fresh`` (same architecture, new
+    head); return ``fresh``."""
+    state = {k: v for k, v in pretrained.state_dict().items() if k not in head_keys(pretrained)}
+    missing, unexpected = fresh.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in head_keys(fresh)]
+    if missing or unexpected:
+        raise ValueError(f"pre-trained network does not match the fine-tuning network: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    return fresh
+
+
+@dataclass
+class TargetTask:
+    """A labelled target task: a few labelled training images and a test set, labels remapped to 0..C-1."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: List[int]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def make_target_task(train: Tuple[torch.Tensor, torch.Tensor], test: Tuple[torch.Tensor, torch.Tensor],
+                     classes: Sequence[int], labels_per_class: int, generator: torch.Generator) -> TargetTask:
+    """Restrict ``train``/``test`` (images, labels) to ``classes`` (remapped to 0..C-1, in the given order) and
+    keep ``labels_per_class`` random training images per class (fewer when a class has fewer).
+
+    Raises ``ValueError`` when a class has no training or no test image, or ``classes`` is empty/duplicated."""
+    classes = [int(c) for c in classes]
+    if not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"target task classes must be a non-empty list of distinct labels, got {classes}")
+    if labels_per_class < 1:
+        raise ValueError(f"labels_per_class must be >= 1, got {labels_per_class}")
+    picked_x, picked_y, test_x, test_y, missing_train, missing_test = [], [], [], [], [], []
+    for new, c in enumerate(classes):
+        pool = torch.nonzero(train[1] == c).flatten()
+        pool = pool[torch.randperm(len(pool), generator=generator)[:labels_per_class]]
+        if len(pool) == 0:
+            missing_train.append(c)
+        picked_x.append(train[0][pool])
+        picked_y.append(torch.full((len(pool),), new, dtype=torch.int64))
+        in_test = test[1] == c
+        if not bool(in_test.any()):
+            missing_test.append(c)
+        test_x.append(test[0][in_test])
+        test_y.append(torch.full((int(in_test.sum()),), new, dtype=torch.int64))
+    if missing_train or missing_test:
+        raise ValueError(f"target task classes {missing_train} have no image in the fine-tuning split and "
+                         f"{missing_test} none in the test split; every class in {classes} needs both")
+    return TargetTask(torch.cat(picked_x), torch.cat(picked_y), torch.cat(test_x), torch.cat(test_y), classes)
+
+
+def _finetune_augmentation(image_size: int, flip: bool) -> nn.Module:
+    ops: List[nn.Module] = [K.RandomCrop((image_size, image_size), padding=max(1, image_size // 8))]
+    if flip:
+        ops.append(K.RandomHorizontalFlip())
+    return nn.Sequential(*ops)
+
+
+@torch.no_grad()
+def _top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: Any) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, images.shape[0], batch_size):
+        logits = model(images[i:i + batch_size].to(device))
+        correct += int((logits.argmax(1).cpu() == labels[i:i + batch_size]).sum())
+    return 100.0 * correct / max(1, images.shape[0])
+
+
+def finetune_and_evaluate(model: nn.Module, task: TargetTask, *, steps: int = 5000, batch_size: int = 256,
+                          lr: float = 0.01, weight_decay: float = 5e-4, momentum: float = 0.9, flip: bool = True,
+                          device: Union[str, torch.device] = "cpu") -> float:
+    """Fine-tune all of ``model`` (its head must have ``task.num_classes`` outputs) on the task's labelled images
+    by cross-entropy (SGD, cosine decay over ``steps``, random crop + optional flip); return test top-1 (%)."""
+    missing = sorted(set(range(task.num_classes)) - set(task.train_labels.tolist()))
+    if missing:
+        raise ValueError(f"the fine-tuning split lacks target classes {[task.classes[m] for m in missing]}; "
+                         "every class of the target task needs at least one labelled image")
+    augment = _finetune_augmentation(task.train_images.shape[-1], flip)
+    model = model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    n = task.train_images.shape[0]
+    queue: List[torch.Tensor] = []
+    for _ in range(steps):
+        if not queue:
+            queue = _batches(n, min(batch_size, n))
+        idx = queue.pop(0)
+        with torch.no_grad():
+            x = augment(task.train_images[idx].to(device))
+        loss = F.cross_entropy(model(x), task.train_labels[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return _top1(model, task.test_images, task.test_labels, 512, device)
+
+
+@dataclass
+class PretrainSet:
+    """A small pre-training set: images [N, C, H, W] and targets ([N, K] representations for ``loss="mse"``,
+    [N] class indices or [N, K] soft labels for ``loss="ce"``)."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    loss: str
+
+    @property
+    def out_dim(self) -> int:
+        """Width of the pre-training head."""
+        if self.targets.dim() == 2:
+            return int(self.targets.shape[1])
+        return int(self.targets.max()) + 1
+
+
+@dataclass
+class TransferConfig:
+    """Settings of the transfer benchmark run after distillation (``distill.transfer.*``)."""
+
+    enabled: bool = True
+    dataset: Optional[str] = None
+    classes: List[int] = field(default_factory=list)
+    labels_per_class: int = 10
+    options: List[str] = field(default_factory=lambda: ["none", "random", "tm", "krr_st"])
+    tm_export: Optional[str] = None
+    seeds: int = 3
+    model: Optional[str] = None
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    pretrain_epochs: int = 1000
+    pretrain_batch_size: int = 256
+    pretrain_lr: float = 0.1
+    pretrain_weight_decay: float = 1e-3
+    ce_lr: float = 0.01
+    ce_weight_decay: float = 5e-4
+    finetune_steps: int = 5000
+    finetune_batch_size: int = 256
+    finetune_lr: float = 0.01
+    finetune_weight_decay: float = 5e-4
+    flip: Optional[bool] = None  # flips while fine-tuning; null: the data set's default (run_transfer: on)
+
+
+def load_tm_set(path: Union[str, Path], in_chans: int, image_size: int) -> PretrainSet:
+    """A trajectory-matching export (see :mod:`vsd.distill.export`) as a cross-entropy :class:`PretrainSet`."""
+    from vsd.distill.export import load_distilled
+
+    tensors, _ = load_distilled(path)
+    images, labels = tensors["images"], tensors["labels"]
+    if tuple(images.shape[1:]) != (in_chans, image_size, image_size):
+        raise ValueError(f"trajectory-matching export {str(path)!r} holds images of shape {tuple(images.shape[1:])}, "
+                         f"the target task uses {(in_chans, image_size, image_size)}")
+    return PretrainSet(images, labels.float() if labels.dim() == 2 else labels.long(), "ce")
+
+
+def run_transfer(sets: Dict[str, Callable[[int], Optional[PretrainSet]]], make_task: Callable[[int], TargetTask],
+                 tcfg: TransferConfig, model_name: str, model_kwargs: Dict[str, Any], seed: int,
+                 device: Union[str, torch.device] = "cpu", log: Optional[Callable[[str], None]] = None
+                 ) -> Dict[str, Dict[str, Any]]:
+    """Run every pre-training option of ``sets`` (name -> ``fn(repeat) -> PretrainSet or None``) for
+    ``tcfg.seeds`` repeats; each repeat draws a fresh target task ``make_task(repeat)`` shared by all options
+    and seeds torch identically for every option. Returns ``{name: {"top1": [...], "top1_mean", "top1_std"}}``
+    (std over repeats with ddof=0, as the official code's ``np.std``)."""
+    if tcfg.seeds < 1:
+        raise ValueError(f"transfer.seeds must be >= 1, got {tcfg.seeds}")
+    scores: Dict[str, List[float]] = {name: [] for name in sets}
+    for repeat in range(tcfg.seeds):
+        task = make_task(repeat)
+        shape = task.train_images.shape[1:]
+        for name, make_set in sets.items():
+            torch.manual_seed(seed * 1000 + repeat)
+            pset = make_set(repeat)
+            net = create_network(model_name, model_kwargs, task.num_classes, shape[0], shape[-1])
+            if pset is not None:
+                is_mse = pset.loss == "mse"
+                pre = create_network(model_name, model_kwargs, pset.out_dim, shape[0], shape[-1])
+                pretrain_network(pre, pset.images, pset.targets, loss=pset.loss, epochs=tcfg.pretrain_epochs,
+                                 batch_size=tcfg.pretrain_batch_size,
+                                 lr=tcfg.pretrain_lr if is_mse else tcfg.ce_lr,
+                                 weight_decay=tcfg.pretrain_weight_decay if is_mse else tcfg.ce_weight_decay,
+                                 device=device)
+                net = transfer_backbone(pre, net)
+            top1 = finetune_and_evaluate(net, task, steps=tcfg.finetune_steps, batch_size=tcfg.finetune_batch_size,
+                                         lr=tcfg.finetune_lr, weight_decay=tcfg.finetune_weight_decay,
+                                         flip=tcfg.flip is not False, device=device)
+            scores[name].append(top1)
+            if log is not None:
+                log(f"transfer repeat {repeat + 1}/{tcfg.seeds} {name}: top-1 {top1:.2f}")
+    out: Dict[str, Dict[str, Any]] = {}
+    for name, values in scores.items():
+        t = torch.tensor(values, dtype=torch.float64)
+        out[name] = {"top1": values, "top1_mean": float(t.mean()), "top1_std": float(t.std(unbiased=False))}
+    return out

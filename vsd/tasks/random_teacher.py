@@ -1,0 +1,208 @@
+"""Distillation from a random teacher (``method.name: random_teacher``).
+
+Sarnthein et al., "Random Teachers are Good Teachers", ICML 2023, official code github.com/safelix/dinopl.
+The run's model, as created (randomly initialised), becomes the frozen teacher encoder in eval mode; the student
+encoder starts from it (``student_init``); both carry a :class:`~vsd.wrappers.dino_head.DINOHead` (the
+student's head starts from the teacher's by the same rule). The loss is DINO's cross-entropy
+(:class:`~vsd.losses.dino.DINOLoss`) between teacher and student prototype scores, with temperatures
+``t_temp = s_temp = 1``, no centering, one view and no augmentation (``views: [eval]``) by default.
+Every ``probe_every`` epochs the encoder embeddings (before the head) of the student AND the teacher are probed
+(linear + k-NN, :mod:`vsd.probe`): ``eval_probe_student_linear``, ``eval_probe_student_knn``,
+``eval_probe_teacher_linear``, ``eval_probe_teacher_knn``.
+
+Student initialisation (``p_t`` teacher parameters, ``p_r`` a fresh initialisation drawn with ``init_seed``:
+every sub-module defining ``reset_parameters()`` is re-initialised with PyTorch's defaults; parameters outside
+such sub-modules, e.g. ViT tokens, keep ``p_r = p_t``):
+
+* ``copy``: ``p_s = p_t`` (distance 0);
+* ``perturbed``: ``p_s = p_t + eps * p_r`` (``||p_s - p_t|| = eps ||p_r||``; dinopl ``neighborhood``);
+* ``interpolated``: ``p_s = (1 - alpha) p_t + alpha p_r`` (``||p_s - p_t|| = alpha ||p_r - p_t||``);
+* ``auto`` (default): ``copy`` when the encoder has BatchNorm, else ``perturbed``.
+
+Why ``auto``: with an exact copy the student's and teacher's scores are equal and the cross-entropy gradient
+``softmax(s) - softmax(t)`` is exactly zero, so nothing ever trains. The official code escapes this only through
+BatchNorm (student in train mode uses batch statistics, the teacher in eval mode its running ones); with
+instance/group/layer norm or none, ``auto`` perturbs the copy by ``eps`` instead.
+
+Deliberate differences from dinopl: the re-initialisation for ``perturbed``/``interpolated`` uses PyTorch's
+per-layer defaults rather than dinopl's own initialisers; head defaults are dinopl's (hidden [2048, 2048],
+bottleneck 256, 65536 prototypes) but the prototypes are weight-normalized (see ``DINOHead``).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from vsd.config import Config, MethodConfig
+from vsd.losses.dino import DINOLoss
+from vsd.probe import embed, probe_model
+from vsd.tasks.base import TaskContext, VSDTask
+from vsd.tasks.mae import probe_due
+from vsd.tasks.registry import register_task
+from vsd.wrappers.dino_head import DINOHead
+
+INIT_MODES = ("auto", "copy", "perturbed", "interpolated")
+
+
+@dataclass
+class RandomTeacherConfig(MethodConfig):
+    """Random-teacher distillation (see module docstring)."""
+
+    name: str = "random_teacher"
+    student_init: str = "auto"
+    eps: float = 0.1
+    alpha: float = 0.1
+    init_seed: Optional[int] = None
+    hidden_dims: List[int] = field(default_factory=lambda: [2048, 2048])
+    bottleneck_dim: int = 256
+    out_dim: int = 65536
+    s_temp: float = 1.0
+    t_temp: float = 1.0
+    center_momentum: Optional[float] = None
+    views: List[str] = field(default_factory=lambda: ["eval"])
+    probe_every: int = 1
+    probe_k: int = 20
+
+
+class DINONet(nn.Module):
+    """Encoder + DINO head; ``forward`` returns prototype scores, ``encoder`` alone gives the probed embedding."""
+
+    def __init__(self, encoder: nn.Module, head: DINOHead) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(embed(self.encoder, x))
+
+
+class FrozenTeacher(nn.Module):
+    """A frozen network that stays in eval mode whatever ``train()`` asks."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> "FrozenTeacher":
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def has_batchnorm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def resolve_init(mode: str, encoder: nn.Module) -> str:
+    """``auto`` -> ``copy`` with BatchNorm, else ``perturbed``; other modes pass through (validated)."""
+    if mode not in INIT_MODES:
+        raise ValueError(f"method.student_init {mode!r} is unknown; expected one of {', '.join(INIT_MODES)}")
+    if mode == "auto":
+        return "copy" if has_batchnorm(encoder) else "perturbed"
+    return mode
+
+
+def random_like(module: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``module`` whose sub-modules with ``reset_parameters()`` are re-initialised (seeded; the global
+    RNG stream is left untouched)."""
+    fresh = copy.deepcopy(module)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for sub in fresh.modules():
+            if sub is not fresh and hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+    return fresh
+
+
+def init_student(teacher: nn.Module, mode: str, eps: float = 0.0, alpha: float = 0.0,
+                 seed: int = 0) -> Tuple[nn.Module, Optional[nn.Module]]:
+    """``(student, p_r)``: the student built from ``teacher`` by ``mode`` (``copy``/``perturbed``/
+    ``interpolated``) and the random draw it used (``None`` for ``copy``)."""
+    student = copy.deepcopy(teacher).requires_grad_(True)
+    if mode == "copy":
+        return student, None
+    if mode not in ("perturbed", "interpolated"):
+        raise ValueError(f"unknown student init {mode!r}; expected copy, perturbed or interpolated")
+    if mode == "interpolated" and not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"method.alpha must lie in [0, 1] for interpolated init, got {alpha}")
+    rand = random_like(teacher, seed)
+    with torch.no_grad():
+        for p_s, p_t, p_r in zip(student.parameters(), teacher.parameters(), rand.parameters()):
+            p_s.copy_(p_t + eps * p_r if mode == "perturbed" else (1.0 - alpha) * p_t + alpha * p_r)
+    return student, rand
+
+
+class RandomTeacherTask(VSDTask):
+    """DINO-style distillation of a frozen random teacher into a nearby student."""
+
+    def __init__(self, model: nn.Module, cfg: RandomTeacherConfig, ctx: TaskContext, seed: int) -> None:
+        super().__init__(device=ctx.device, verbose=False)
+        if not cfg.views:
+            raise ValueError("method.views must name at least one view (transform preset), e.g. [eval]")
+        self.cfg, self.epochs = cfg, ctx.epochs
+        self.train_views = list(cfg.views)
+        self.init_mode = resolve_init(cfg.student_init, model)
+        with torch.no_grad():
+            was = model.training
+            width = embed(model.eval(), torch.zeros(2, ctx.in_chans, ctx.image_size, ctx.image_size,
+                                                    device=next(model.parameters()).device)).shape[-1]
+            model.train(was)
+        head = DINOHead(width, cfg.hidden_dims, cfg.bottleneck_dim, cfg.out_dim).to(next(model.parameters()).device)
+        teacher = DINONet(copy.deepcopy(model), head)
+        init_seed = seed + 1 if cfg.init_seed is None else cfg.init_seed
+        student, _ = init_student(teacher, self.init_mode, cfg.eps, cfg.alpha, init_seed)
+        with torch.no_grad():  # the run's model object is the student encoder (saved as model.safetensors)
+            for p_m, p_s in zip(model.parameters(), student.encoder.parameters()):
+                p_m.copy_(p_s)
+        self.trainable_module = DINONet(model, student.head)
+        self.teacher = FrozenTeacher(teacher)
+        self.criterion = DINOLoss(cfg.out_dim, cfg.s_temp, cfg.t_temp, cfg.center_momentum)
+        self._teacher_probe: Optional[Dict[str, float]] = None
+
+    def forward(self, input: Any, target: torch.Tensor) -> Dict[str, torch.Tensor]:  # type: ignore[override]
+        views = input if isinstance(input, (list, tuple)) else [input]
+        student = torch.stack([self.trainable_module(v) for v in views])
+        teacher = torch.stack([self.teacher(v) for v in views])
+        loss = self.criterion(student, teacher)
+        return {"loss": loss, "output": student[0]}
+
+    def get_eval_model(self, module: Optional[nn.Module] = None, ema: bool = False) -> nn.Module:
+        """The student encoder (its eval forward returns the model's own, untrained-head logits)."""
+        return self.trainable_module.encoder if module is None else module
+
+    def evaluate(self, loaders: Any, epoch: int) -> Dict[str, float]:
+        """Student and teacher probe accuracies (%), when due; the frozen teacher is probed once per process."""
+        if not probe_due(epoch, self.epochs, self.cfg.probe_every):
+            return {}
+        if self._teacher_probe is None:
+            self._teacher_probe = probe_model(self.teacher.net.encoder, loaders.train, loaders.test,
+                                              k=self.cfg.probe_k, device=self.device)
+        student = probe_model(self.get_eval_model(), loaders.train, loaders.test, k=self.cfg.probe_k,
+                              device=self.device)
+        row = {f"probe_student_{k}": v for k, v in student.items()}
+        row.update({f"probe_teacher_{k}": v for k, v in self._teacher_probe.items()})
+        return row
+
+    def get_task_state(self, module: Any = None, ema: bool = False) -> Dict[str, Any]:
+        return {"teacher": self.teacher.net.state_dict(), "center": self.criterion.center.clone(),
+                "init_mode": self.init_mode}
+
+    def load_task_state(self, state: Optional[Dict[str, Any]], strict: bool = True, module: Any = None,
+                        ema: bool = False) -> None:
+        if not state:
+            return
+        self.teacher.net.load_state_dict(state["teacher"])
+        self.criterion.center.copy_(state["center"])
+        self._teacher_probe = None
+
+
+@register_task("random_teacher", RandomTeacherConfig)
+def build_random_teacher(model: nn.Module, cfg: Config, ctx: TaskContext) -> RandomTeacherTask:
+    """The run's freshly initialised model is the teacher; the student starts near it."""
+    return RandomTeacherTask(model, cfg.method, ctx, cfg.seed)  # type: ignore[arg-type]
