@@ -15,6 +15,7 @@ from vsd.data.wrappers import IndexedDataset, MultiViewDataset, dataset_to_tenso
 
 # Importing the data set modules registers their names.
 from vsd.data import cifar, digits, imagefolder, photos, synthetic  # noqa: E402,F401  (isort: skip)
+from vsd.data import distilled  # noqa: E402,F401  (registers 'distilled'; isort: skip)
 
 __all__ = [
     "DEFAULT_ROOT", "DatasetInfo", "ImageDataset", "IndexedDataset", "MultiViewDataset", "PRESETS",

@@ -28,7 +28,8 @@ class ImageDataset(Dataset):
     """Base of every registered data set: ``ds[i] -> (transform(raw uint8 image), int label)``.
 
     Subclasses build their :class:`DatasetInfo` with the ``describe`` classmethod (cheap: no data loading),
-    implement :meth:`load_image`, and list their valid ``splits`` (``None``: any name, checked by the subclass).
+    implement :meth:`load_image`, and list their valid ``splits`` (``None``: any name, checked by the subclass;
+    an unknown split is refused before ``__init__`` runs).
     Their ``__init__`` takes ``(split, root, *, transform, image_size, download, **options)``; the registry
     validates ``options`` against that signature.
     """
@@ -36,6 +37,13 @@ class ImageDataset(Dataset):
     splits: ClassVar[Optional[tuple[str, ...]]] = ("train", "test")
     #: The registry name, set by :func:`vsd.data.register_dataset`.
     dataset_name: ClassVar[str] = ""
+
+    def __new__(cls, split: str = "train", *args: Any, **kwargs: Any) -> "ImageDataset":
+        # Checked here, before any subclass __init__ loads data, so every way of building a data set gets it.
+        if cls.splits is not None and split not in cls.splits:
+            raise ValueError(f"data set {cls.dataset_name or cls.__name__!r} has no split {split!r}; valid splits: "
+                             f"{', '.join(cls.splits)}")
+        return super().__new__(cls)
 
     def __init__(self, info: DatasetInfo, targets: Sequence[int], split: str, transform: TransformArg) -> None:
         self.info = info

@@ -98,8 +98,6 @@ def create_dataset(name: str, split: str = "train", root: Union[str, Path, None]
     """
     cls = _lookup(name)
     _check_options(name, cls, kwargs)
-    if cls.splits is not None and split not in cls.splits:
-        raise ValueError(f"data set {name!r} has no split {split!r}; valid splits: {', '.join(cls.splits)}")
     return cls(split, root, transform=transform, image_size=image_size, download=download, **kwargs)
 
 

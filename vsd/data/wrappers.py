@@ -48,8 +48,8 @@ class IndexedDataset(_Wrapper):
     """``ds[i] -> (x, y, i)``: adds the sample index, for methods that keep per-sample state (PS-KD).
 
     Example:
-        >>> ds = IndexedDataset(create_dataset("synthetic"))  # doctest: +SKIP
-        >>> x, y, i = ds[5]; i
+        >>> from vsd.data import create_dataset
+        >>> x, y, i = IndexedDataset(create_dataset("synthetic"))[5]; i
         5
     """
 
@@ -67,8 +67,11 @@ class MultiViewDataset(_Wrapper):
         transforms: preset names (``"weak"``, ``"strong"``, ...) or callables on the raw ``uint8`` tensor.
 
     Example:
-        >>> raw = create_dataset("digits", transform="none")  # doctest: +SKIP
+        >>> from vsd.data import create_dataset
+        >>> raw = create_dataset("digits", transform="none")
         >>> (weak, strong), y = MultiViewDataset(raw, ["weak", "strong"])[0]
+        >>> weak.shape, strong.dtype
+        (torch.Size([1, 16, 16]), torch.float32)
     """
 
     def __init__(self, dataset: Any, transforms: Sequence[TransformArg]) -> None:

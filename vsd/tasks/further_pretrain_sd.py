@@ -18,7 +18,7 @@ is skipped and the teacher is loaded from that file.
 
 Deliberate differences: the student and teacher live side by side in one optimizer (parameters without a
 gradient are skipped, so the student starts stage 2 with fresh optimizer moments, as in the official two
-runs), but the learning-rate schedule spans both stages (the official code restarts a linear decay per stage).
+runs, and the teacher is frozen in stage 2 by running it under ``no_grad``), but the learning-rate schedule spans both stages (the official code restarts a linear decay per stage).
 Defaults: mask ratio 0.75, normalized-pixel targets, distillation weight 1 (official scripts).
 """
 from __future__ import annotations
@@ -83,12 +83,11 @@ class FurtherPretrainSDTask(MAETask):
         return self.trainable_module.teacher
 
     def on_epoch_start(self, epoch: int) -> None:
-        """Set the stage of ``epoch``; in stage 2 the teacher is frozen and in eval mode."""
+        """Set the stage of ``epoch``; in stage 2 the teacher runs in eval mode without gradients.
+
+        Both networks stay ``requires_grad`` (the optimizer is built once, before stage 1); the network a stage
+        does not train gets no gradient, and optimizers skip parameters without one."""
         self.stage = 1 if epoch < self.switch_epoch else 2
-        self.teacher.requires_grad_(self.stage == 1)
-        self.mae.requires_grad_(self.stage == 2)
-        self.mae.pos_embed.requires_grad_(False)
-        self.teacher.pos_embed.requires_grad_(False)
         self.teacher.train(self.stage == 1 and self.training)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Tensor]:  # type: ignore[override]

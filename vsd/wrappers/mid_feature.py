@@ -35,7 +35,7 @@ class MidFeatureOutput(NamedTuple):
 
 
 def _is_vit(model: nn.Module) -> bool:
-    return hasattr(model, "blocks") and getattr(model, "num_prefix_tokens", 0) > 0
+    return all(hasattr(model, attr) for attr in ("blocks", "embed_dim", "num_prefix_tokens"))
 
 
 class MidFeatureWrapper(nn.Module):

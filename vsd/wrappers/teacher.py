@@ -20,6 +20,7 @@ Example:
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Union
 
@@ -52,7 +53,12 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"teacher checkpoint {str(path)!r} does not exist")
     if path.suffix in _TORCH_SUFFIXES:
-        obj: Any = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            obj: Any = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(f"teacher checkpoint {str(path)!r} holds objects other than tensors and plain "
+                             f"containers; vsd loads foreign checkpoints with weights_only=True and will not "
+                             f"unpickle them ({str(err).splitlines()[0]})") from None
         for key in ("state_dict", "model", "state_dict_ema"):
             if not _is_state_dict(obj) and isinstance(obj, Mapping) and _is_state_dict(obj.get(key)):
                 obj = obj[key]

@@ -1,0 +1,137 @@
+"""Trajectory matching: the three engines agree, the loss matches a hand computation, gradients match finite
+differences."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vsd.distill.augment import DSA
+from vsd.distill.flat import FlatModel
+from vsd.distill.matching import make_plan, matching_grads, matching_loss
+from vsd.models import create_model
+
+
+def _tiny_convnet():
+    torch.manual_seed(0)
+    return create_model("convnet_d1", num_classes=3, in_chans=1, img_size=8, net_width=4).double()
+
+
+def _problem(soft=False, n=6):
+    fm = FlatModel(_tiny_convnet())
+    w0 = fm.flatten_module()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(n, 1, 8, 8, dtype=torch.float64, generator=g)
+    y = torch.randn(n, 3, dtype=torch.float64, generator=g) if soft else torch.arange(n) % 3
+    targets = [(2, w0 + 0.05 * torch.randn(w0.shape, dtype=torch.float64, generator=g)),
+               (5, w0 + 0.1 * torch.randn(w0.shape, dtype=torch.float64, generator=g))]
+    return fm, w0, x, y, targets
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("soft", [False, True])
+def test_engines_give_the_same_hypergradient(momentum, soft):
+    fm, w0, x, y, targets = _problem(soft)
+    aug = DSA()
+    plan = make_plan(len(x), 5, 4, aug, 8, 8, torch.Generator().manual_seed(1))
+    lr = torch.tensor(0.05, dtype=torch.float64)
+    out = {b: matching_grads(b, fm, w0, targets, x, lr, y, plan, aug, momentum=momentum, ce_scale=1.3)
+           for b in ("unroll", "constant_memory", "higher")}
+    ref_loss, ref = out["unroll"]
+    keys = ["images", "syn_lr"] + (["labels"] if soft else [])
+    for backend in ("constant_memory", "higher"):
+        loss, grads = out[backend]
+        assert abs(float(loss - ref_loss)) < 1e-12
+        for k in keys:
+            assert _rel(grads[k], ref[k]) < 1e-6, (backend, k)
+    assert ref["images"].abs().sum() > 0 and ref["syn_lr"].abs() > 0
+
+
+def test_gradient_matches_finite_differences():
+    fm, w0, x, y, targets = _problem(n=3)
+    x = x[:, :, :6, :6].contiguous()
+    fm = FlatModel(create_model("convnet_d1", num_classes=3, in_chans=1, img_size=6, net_width=2).double())
+    w0 = fm.flatten_module()
+    targets = [(3, w0 + 0.1 * torch.sin(torch.arange(len(w0), dtype=torch.float64)))]
+    plan = make_plan(3, 3, 0, None, 6, 6, torch.Generator().manual_seed(0))
+    lr = torch.tensor(0.1, dtype=torch.float64)
+    _, grads = matching_grads("constant_memory", fm, w0, targets, x, lr, y, plan, momentum=0.5)
+
+    def f(images, rate):
+        return matching_grads("unroll", fm, w0, targets, images, rate, y, plan, momentum=0.5)[0]
+
+    eps = 1e-6
+    for idx in [(0, 0, 2, 3), (1, 0, 0, 0), (2, 0, 5, 1)]:
+        xp, xm = x.clone(), x.clone()
+        xp[idx] += eps
+        xm[idx] -= eps
+        numeric = float(f(xp, lr) - f(xm, lr)) / (2 * eps)
+        assert abs(numeric - float(grads["images"][idx])) < 1e-6 * max(1.0, abs(numeric))
+    numeric_lr = float(f(x, lr + eps) - f(x, lr - eps)) / (2 * eps)
+    assert abs(numeric_lr - float(grads["syn_lr"])) < 1e-6 * max(1.0, abs(numeric_lr))
+
+
+def test_matching_loss_against_hand_computation():
+    """One SGD step of softmax regression, written out in NumPy."""
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(3, 4)), rng.normal(size=3)
+    X, Y = rng.normal(size=(5, 4)), np.array([0, 1, 2, 1, 0])
+    lr = 0.3
+    target = rng.normal(size=15)
+    z = X @ W.T + b
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    d = (p - np.eye(3)[Y]) / len(Y)
+    w0 = np.concatenate([W.ravel(), b])
+    w1 = w0 - lr * np.concatenate([(d.T @ X).ravel(), d.sum(0)])
+    expected = np.sum((w1 - target) ** 2) / np.sum((w0 - target) ** 2)
+
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).double()
+    fm = FlatModel(lin)
+    w0_t = torch.tensor(w0)
+    x = torch.tensor(X).view(5, 1, 2, 2)
+    plan = make_plan(5, 1, 0, None, 2, 2)
+    for backend in ("unroll", "constant_memory", "higher"):
+        loss, _ = matching_grads(backend, fm, w0_t, [(1, torch.tensor(target))], x, torch.tensor(lr, dtype=torch.float64),
+                                 torch.tensor(Y), plan)
+        assert abs(float(loss) - expected) < 1e-12
+
+
+def test_matching_loss_sums_normalised_terms():
+    w0 = torch.zeros(2)
+    loss = matching_loss({1: torch.tensor([1.0, 0.0]), 2: torch.tensor([0.0, 3.0])}, w0,
+                         [(1, torch.tensor([0.0, 2.0])), (2, torch.tensor([0.0, 1.0]))])
+    assert float(loss) == pytest.approx((1 + 4) / 4 + 4 / 1)
+
+
+def test_adam_inner_optimizer_through_higher():
+    fm, w0, x, y, targets = _problem()
+    plan = make_plan(len(x), 5, 0, None, 8, 8, torch.Generator().manual_seed(1))
+    loss, grads = matching_grads("higher", fm, w0, targets, x, torch.tensor(1e-3, dtype=torch.float64), y, plan,
+                                 inner_opt="adam")
+    assert torch.isfinite(loss) and grads["images"].abs().sum() > 0
+    with pytest.raises(ValueError, match="needs backend='higher'"):
+        matching_grads("unroll", fm, w0, targets, x, torch.tensor(1e-3, dtype=torch.float64), y, plan,
+                       inner_opt="adam")
+
+
+def test_bad_targets_and_backend():
+    fm, w0, x, y, _ = _problem()
+    plan = make_plan(len(x), 3, 0, None, 8, 8)
+    lr = torch.tensor(0.1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="distinct steps in"):
+        matching_grads("unroll", fm, w0, [(4, w0)], x, lr, y, plan)
+    with pytest.raises(ValueError, match="unknown matching backend"):
+        matching_grads("tesla", fm, w0, [(3, w0)], x, lr, y, plan)
+    with pytest.raises(ValueError, match="identical"):
+        matching_grads("unroll", fm, w0, [(3, w0)], x, lr, y, plan)
+
+
+def test_plan_cycles_through_the_set_like_mtt():
+    plan = make_plan(10, 5, 4, None, 8, 8, torch.Generator().manual_seed(0))
+    sizes = [len(p.indices) for p in plan]
+    assert sizes[:3] == [2, 4, 4]  # chunks of one permutation popped from the end
+    assert sorted(torch.cat([p.indices for p in plan[:3]]).tolist()) == list(range(10))
