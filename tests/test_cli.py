@@ -1,5 +1,6 @@
 """tools/train.py: bad input gives one readable line and exit status 2; a real kill resumes exactly."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,12 +21,20 @@ def run_train(*args, env=None):
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
-def _one_error_line(proc, pattern):
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    import re
+def train_main(*args) -> int:
+    """Call tools/train.py's main() in this process (fast: no interpreter start-up)."""
+    import importlib.util
 
+    spec = importlib.util.spec_from_file_location("vsd_tools_train", TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(list(args))
+
+
+def _one_error_line(code, stderr, pattern):
+    assert code == 2, stderr
+    lines = [line for line in stderr.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     assert re.search(pattern, lines[0]), lines[0]
 
 
@@ -37,16 +46,23 @@ def _one_error_line(proc, pattern):
     (["model.name=convnet_d9"], r"unknown model 'convnet_d9'"),
     (["data.name=cifar10", "data.root=/nonexistent/place"], r"/nonexistent/place"),
 ])
-def test_bad_input_one_line(tmp_path, overrides, pattern):
-    proc = run_train("--set", f"output={tmp_path}/o", *TINY, *overrides)
-    _one_error_line(proc, pattern)
+def test_bad_input_one_line(tmp_path, capsys, overrides, pattern):
+    code = train_main("--set", f"output={tmp_path}/o", *TINY, *overrides)
+    _one_error_line(code, capsys.readouterr().err, pattern)
     assert not (tmp_path / "o" / "results.json").exists()
 
 
-def test_corrupt_checkpoint_for_resume(tmp_path):
+def test_corrupt_checkpoint_for_resume(tmp_path, capsys):
     bad = tmp_path / "ck.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    _one_error_line(run_train("--resume", str(bad)), r"corrupt or truncated")
+    _one_error_line(train_main("--resume", str(bad)), capsys.readouterr().err, r"corrupt or truncated")
+
+
+def test_existing_run_is_refused_by_the_cli(tmp_path, capsys):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "results.json").write_text("{}")
+    code = train_main("--set", f"output={tmp_path}/o", *TINY)
+    _one_error_line(code, capsys.readouterr().err, r"already holds a run.*overwrite=true")
 
 
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         results = run_distiller(cfg, out)
         atomic_write_json(out / "results.json", results)
         status["diverged"] = results.get("status") == "diverged"
-        summary = {k: results[k] for k in results if k.startswith("eval_") or k == "full_data"}
+        summary = {k: results[k] for k in results if k.startswith("eval_") or k == "expert_full_data"}
         print(json.dumps({k: (round(v["mean"], 2), round(v["std"], 2)) for k, v in summary.items()}))
         print(f"done: {out}/results.json")
         return results

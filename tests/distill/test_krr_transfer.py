@@ -4,8 +4,9 @@ import torch
 
 from vsd.distill.barlow import (barlow_twins_loss, build_projector, load_encoder_weights, ssl_augmentation,
                                 train_barlow_twins)
+from vsd.distill.evaluate import train_network
 from vsd.distill.transfer import (PretrainSet, TransferConfig, create_network, finetune_and_evaluate,
-                                  make_target_task, pretrain_network, run_transfer, transfer_backbone)
+                                  make_target_task, mse_loss_checked, run_transfer, transfer_backbone)
 
 
 def _tiny(num_classes, in_chans=1, size=8):
@@ -109,13 +110,15 @@ class TestTransfer:
         net = _tiny(5)
         with torch.no_grad():
             before = float(torch.nn.functional.mse_loss(net(x), y))
-        pretrain_network(net, x, y, loss="mse", epochs=100, batch_size=16, lr=0.05)
+        train_network(net, x, y, epochs=100, batch_size=16, lr=0.05, loss_fn=mse_loss_checked)
         with torch.no_grad():
             assert float(torch.nn.functional.mse_loss(net(x), y)) < 0.5 * before
         with pytest.raises(ValueError, match="num_classes=5"):
-            pretrain_network(_tiny(3), x, y, loss="mse", epochs=1)
+            train_network(_tiny(3), x, y, epochs=1, lr=0.1, loss_fn=mse_loss_checked)
         with pytest.raises(ValueError, match="'mse' or 'ce'"):
-            pretrain_network(net, x, y, loss="l1", epochs=1)
+            PretrainSet(x, y, "l1")
+        with pytest.raises(ValueError, match="same number of rows"):
+            PretrainSet(x, y[:3], "mse")
 
     def test_run_transfer_reports_every_option(self):
         task = self._task(per_class=4)
@@ -126,4 +129,4 @@ class TestTransfer:
         out = run_transfer(sets, lambda r: task, cfg, "convnet_d1", {"net_width": 4}, seed=0)
         assert set(out) == {"none", "mse", "ce"}
         for row in out.values():
-            assert len(row["top1"]) == 2 and 0.0 <= row["top1_mean"] <= 100.0 and row["top1_std"] >= 0
+            assert len(row["accs"]) == 2 and 0.0 <= row["mean"] <= 100.0 and row["std"] >= 0

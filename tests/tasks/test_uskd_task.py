@@ -32,10 +32,14 @@ def test_task_through_timm_interface():
     assert torch.allclose(out["loss"], out["ce"] + out["uskd_target"] + out["uskd_non_target"] + out["uskd_weak"])
     out["loss"].backward()
     assert task.criterion.weak_head.weight.grad is not None
-    assert task.get_trainable_module() is model and task.get_eval_model() is model
-    assert task.criterion.weak_head.weight in set(task.parameters())  # the optimizer (built on the task) sees it
-    model.eval()
-    assert task.get_eval_model()(x).shape == (6, 10)
+    assert task.get_eval_model() is model
+    # timm's train.py builds the optimizer (and DDP) on get_trainable_module(): it must hold the weak head
+    assert task.criterion.weak_head.weight in set(task.get_trainable_module().parameters())
+    task.eval()
+    assert torch.equal(task.get_trainable_module()(x), model(x))  # eval mode: plain logits
+    task.setup_ema(decay=0.9)
+    ema_model = task.get_eval_model(ema=True)
+    assert type(ema_model) is type(model) and ema_model is not model
 
 
 def test_weak_head_state_round_trip(tmp_path):
@@ -54,12 +58,17 @@ def test_config_rejects_unknown_key():
         load_config(None, ["method.name=uskd", "method.alpah=0.1"])
 
 
-def test_two_epoch_run_and_exact_resume(tmp_path):
-    full = train(load_config(None, TINY + [f"output={tmp_path / 'full'}"]))
-    with open(tmp_path / "full" / "summary.csv") as handle:
+def test_two_epoch_run(tmp_path):
+    train(load_config(None, TINY + [f"output={tmp_path}"]))
+    with open(tmp_path / "summary.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 and "train_uskd_weak" in rows[0] and float(rows[-1]["eval_top1"]) > 20.0
-    cfg = load_config(None, TINY + [f"output={tmp_path / 'killed'}", "train.checkpoint_every=1"])
+
+
+@pytest.mark.slow
+def test_exact_resume_restores_weak_head(tmp_path):
+    full = train(load_config(None, TINY + [f"output={tmp_path / 'full'}"]))
+    cfg = load_config(None, TINY + [f"output={tmp_path / 'killed'}"])
     with pytest.raises(RunInterrupted):
         train(cfg, max_steps=14)  # 12 steps per epoch at this batch size: killed inside epoch 2
     resumed = train(cfg, resume=str(tmp_path / "killed" / "checkpoint-last.safetensors"))
@@ -67,3 +76,19 @@ def test_two_epoch_run_and_exact_resume(tmp_path):
     b = load_file(str(tmp_path / "killed" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # needs the weak head restored from the task state
     assert resumed["eval_loss"] == full["eval_loss"]
+
+
+def test_timm_train_script_flow():
+    """What timm's train.py does with a task: optimizer on get_trainable_module(), task(input, target)['loss']."""
+    from timm.optim import create_optimizer_v2
+
+    task, model = _task()
+    optimizer = create_optimizer_v2(task.get_trainable_module(), opt="sgd", lr=0.1)
+    head_before = task.criterion.weak_head.weight.detach().clone()
+    task.train()
+    loss = task(torch.randn(6, 1, 8, 8), torch.softmax(torch.randn(6, 10), 1))["loss"]  # mixup-style soft targets
+    loss.backward()
+    optimizer.step()
+    assert not torch.equal(task.criterion.weak_head.weight, head_before)
+    task.eval()
+    assert task.get_eval_model()(torch.randn(2, 1, 8, 8)).shape == (2, 10)

@@ -188,3 +188,13 @@ def test_snapshot_state_round_trips_through_checkpoint(tmp_path):
     assert torch.allclose(fresh.snapshot(x), model.snapshot(x))
     with pytest.raises(ValueError, match="'epoch' and 'snapshot'"):
         fresh.load_snapshot_state({"epoch": 1})
+
+
+def test_resume_at_uses_the_loaded_weights_as_snapshot():
+    model = PSKDSnapshot(_tiny_model(), epochs=3)
+    model.resume_at(0)
+    assert model.snapshot is None and model.epoch == 0
+    model.resume_at(2)
+    x = torch.randn(2, 3, 16, 16)
+    model.model.eval()
+    assert model.epoch == 2 and torch.allclose(model.snapshot(x), model.model(x))

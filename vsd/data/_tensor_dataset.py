@@ -28,8 +28,7 @@ class ImageDataset(Dataset):
     """Base of every registered data set: ``ds[i] -> (transform(raw uint8 image), int label)``.
 
     Subclasses build their :class:`DatasetInfo` with the ``describe`` classmethod (cheap: no data loading),
-    implement :meth:`load_image`, and list their valid ``splits`` (``None``: any name, checked by the subclass;
-    an unknown split is refused before ``__init__`` runs).
+    implement :meth:`load_image`, and list their valid ``splits`` (``None``: any name, checked by the subclass).
     Their ``__init__`` takes ``(split, root, *, transform, image_size, download, **options)``; the registry
     validates ``options`` against that signature.
     """
@@ -38,14 +37,8 @@ class ImageDataset(Dataset):
     #: The registry name, set by :func:`vsd.data.register_dataset`.
     dataset_name: ClassVar[str] = ""
 
-    def __new__(cls, split: str = "train", *args: Any, **kwargs: Any) -> "ImageDataset":
-        # Checked here, before any subclass __init__ loads data, so every way of building a data set gets it.
-        if cls.splits is not None and split not in cls.splits:
-            raise ValueError(f"data set {cls.dataset_name or cls.__name__!r} has no split {split!r}; valid splits: "
-                             f"{', '.join(cls.splits)}")
-        return super().__new__(cls)
-
     def __init__(self, info: DatasetInfo, targets: Sequence[int], split: str, transform: TransformArg) -> None:
+        self.check_split(split)
         self.info = info
         self.split = split
         self.targets: list[int] = [int(t) for t in targets]
@@ -53,6 +46,13 @@ class ImageDataset(Dataset):
         self.class_counts: list[int] = self._count_classes()
         self.transform_name: Optional[str] = transform if isinstance(transform, str) else None
         self.transform = build_transform(transform, info)
+
+    @classmethod
+    def check_split(cls, split: str) -> None:
+        """Raise ValueError when ``split`` is not one of ``cls.splits`` (any split passes when it is None)."""
+        if cls.splits is not None and split not in cls.splits:
+            raise ValueError(f"data set {cls.dataset_name or cls.__name__!r} has no split {split!r}; valid splits: "
+                             f"{', '.join(cls.splits)}")
 
     @classmethod
     def describe(cls, *, root: Any = None, image_size: Optional[int] = None, **options: Any) -> DatasetInfo:
@@ -110,14 +110,23 @@ class TensorImageDataset(ImageDataset):
         if len(images) != len(targets):
             raise ValueError(f"data set {info.name!r}: {len(images)} images but {len(targets)} labels")
         self.images = images.contiguous()
+        self._eval_cache: Optional[torch.Tensor] = None
         super().__init__(info, targets, split, transform)
 
     def load_image(self, index: int) -> torch.Tensor:
         return self.images[index].clone()
 
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        if self.transform_name == "eval":  # deterministic: normalize the whole set once, then index
+            if self._eval_cache is None:
+                self._eval_cache = self.transform(self.images)
+            return self._eval_cache[index], self.targets[index]
+        return super().__getitem__(index)
+
     def keep(self, indices: Sequence[int]) -> None:
         """Keep only the samples at ``indices`` (in that order), updating ``targets`` and ``class_counts``."""
         index = torch.as_tensor(list(indices), dtype=torch.long)
         self.images = self.images[index]
+        self._eval_cache = None
         self.targets = [self.targets[i] for i in index.tolist()]
         self.class_counts = self._count_classes()

@@ -98,6 +98,7 @@ def create_dataset(name: str, split: str = "train", root: Union[str, Path, None]
     """
     cls = _lookup(name)
     _check_options(name, cls, kwargs)
+    cls.check_split(split)  # before any data is loaded
     return cls(split, root, transform=transform, image_size=image_size, download=download, **kwargs)
 
 

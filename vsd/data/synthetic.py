@@ -2,7 +2,7 @@
 
 Class ``c`` of ``C`` is a sinusoidal grating oriented at ``pi * c / C`` (+- a quarter of the angle step), with a
 random frequency (1.5 to 3 cycles per image), phase and per-channel contrast, plus Gaussian pixel noise. The
-train and test splits come from independent streams of ``numpy.random.default_rng([seed, split])``.
+train and test splits come from independent streams ``numpy.random.default_rng([seed, 0 for train or 1 for test])``.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from vsd.data.transforms import TransformArg
 __all__ = ["Synthetic", "make_gratings"]
 
 DEFAULT_IMAGE_SIZE = 16
-_SPLIT_STREAM = {"train": 0, "test": 1}
 
 
 def make_gratings(num_classes: int, per_class: int, image_size: int, in_chans: int, noise: float,
@@ -56,7 +55,7 @@ class Synthetic(TensorImageDataset):
         per_class = train_per_class if split == "train" else test_per_class
         if per_class < 1:
             raise ValueError(f"synthetic: {split}_per_class must be >= 1, got {per_class}")
-        rng = np.random.default_rng([seed, _SPLIT_STREAM[split]])
+        rng = np.random.default_rng([seed, int(split != "train")])
         images, targets = make_gratings(num_classes, per_class, info.image_size, in_chans, noise, rng)
         super().__init__(images, targets, info, split, transform)
 

@@ -176,7 +176,7 @@ def build_buffer(folder: Path, identity: Dict[str, Any], spec: ExpertSpec, num_e
     folder = Path(folder)
     if (folder / "buffer.json").exists():
         check_buffer(folder, identity, spec)
-    elif rank == 0:
+    else:  # every rank may write it: identical content, atomic replace
         atomic_write_json(folder / "buffer.json", _header(identity, spec))
     num_params = sum(p.numel() for p in make_model().parameters())
     augment = DSA() if spec.augment else None

@@ -191,7 +191,7 @@ def save_class_grids(out_dir: Union[str, Path], pixels: torch.Tensor, labels: to
         padded[: len(members)] = members
         rows.append(padded)
     if rows:
-        grid = make_grid(torch.cat(rows), nrow=per_class, padding=1, pad_value=1.0)
+        grid = make_grid(torch.cat(rows), nrow=per_class if per_class > 1 else len(rows), padding=1, pad_value=1.0)
         _write_png(out / "grid_all.png", grid)
         written.append(out / "grid_all.png")
     return written

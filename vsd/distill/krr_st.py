@@ -19,7 +19,7 @@ re-initialisation (see :mod:`vsd.distill.model_pool`); the synthetic images live
 the real batch (the official code feeds raw [0, 1] synthetic pixels but normalized real images to the pool
 networks); the real-image features are computed without gradient as there; optional float64 solve.
 
-Checkpoints (``krr_st_state.safetensors``, every ``checkpoint_every`` iterations) hold X_syn, Y_syn, the
+Checkpoints (``checkpoint.safetensors``, every ``checkpoint_every`` iterations) hold X_syn, Y_syn, the
 optimizer, the schedule position, the pool and every RNG state, so a resumed run reproduces an uninterrupted
 one exactly; the trained target encoder is saved once as ``target_model.safetensors``.
 """
@@ -43,20 +43,22 @@ from vsd.distill.model_pool import ModelPool, member_features
 from vsd.distill.registry import register_distiller
 from vsd.distill.transfer import (PretrainSet, TargetTask, TransferConfig, create_network, load_tm_set,
                                   make_target_task, run_transfer)
-from vsd.engine.checkpoint import load_checkpoint, save_checkpoint
-from vsd.engine.rng import capture_rng_state, restore_rng_state, seed_everything
+from vsd.distill.mtt import resolve_device
+from vsd.distill.state import load_progress, save_progress
+from vsd.engine.checkpoint import CheckpointError, save_checkpoint
+from vsd.engine.rng import seed_everything
 
 __all__ = ["KRRSTConfig", "TargetModelConfig", "distill_krr_st", "load_krr_st_set"]
 
-STATE_FILE = "krr_st_state.safetensors"
+STATE_FILE = "checkpoint.safetensors"
 TARGET_FILE = "target_model.safetensors"
 
 
 @dataclass
 class TargetModelConfig:
     """The target encoder g (``distill.target.*``): a local ``checkpoint`` of ``model``, or Barlow Twins training
-    on the source data when ``checkpoint`` is null. ``model`` null means ``model.name``; ``flip`` null means the
-    data set's default (``DatasetInfo.hflip``)."""
+    on the source data when ``checkpoint`` is null. ``model`` null means ``model.name`` with ``model.kwargs``
+    (updated by ``model_kwargs``); ``flip`` null means the data set's default (``DatasetInfo.hflip``)."""
 
     checkpoint: Optional[str] = None
     model: Optional[str] = None
@@ -108,12 +110,6 @@ def _flip(option: Optional[bool], info: Any) -> bool:
     return bool(getattr(info, "hflip", True)) if option is None else option
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _load_split(cfg: Config, name: str, split: str) -> Tuple[torch.Tensor, torch.Tensor, Any]:
     from vsd.data import create_dataset, dataset_to_tensors
 
@@ -139,7 +135,8 @@ def _target_encoder(cfg: Config, images: torch.Tensor, info: Any, out_dir: Path,
     """The frozen target model g: from ``target.checkpoint``, from a previous run in ``out_dir``, or trained."""
     tcfg: TargetModelConfig = cfg.distill.target
     name = tcfg.model or cfg.model.name
-    model = create_network(name, tcfg.model_kwargs, tcfg.num_classes, info.in_chans, images.shape[-1])
+    kwargs = tcfg.model_kwargs if tcfg.model else {**cfg.model.kwargs, **tcfg.model_kwargs}
+    model = create_network(name, kwargs, tcfg.num_classes, info.in_chans, images.shape[-1])
     saved = out_dir / TARGET_FILE
     if tcfg.checkpoint is not None:
         encoder = load_encoder_weights(model, tcfg.checkpoint)
@@ -229,26 +226,24 @@ class _Distillation:
         self.step += 1
         return float(loss.detach())
 
-    def state(self) -> Dict[str, Any]:
-        return {"step": self.step, "x_syn": self.x_syn.detach(), "y_syn": self.y_syn.detach(),
-                "init_idx": self.init_idx, "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
-                "pool": self.pool.state_dict(), "batch_gen": self.batch_gen.get_state(), "rng": capture_rng_state()}
+    def save(self, path: Path) -> None:
+        """Write the exact-resume checkpoint (via :mod:`vsd.distill.state`)."""
+        save_progress(path, self.step, {"x_syn": self.x_syn, "y_syn": self.y_syn, "init_idx": self.init_idx},
+                      {"outer": self.opt}, {"batch": self.batch_gen},
+                      {"sched": self.sched.state_dict(), "pool": self.pool.state_dict()})
 
-    def load(self, state: Dict[str, Any]) -> None:
-        if tuple(state["y_syn"].shape) != tuple(self.y_syn.shape):
-            raise ValueError(f"the checkpoint's target representations Y_syn have shape {tuple(state['y_syn'].shape)}"
-                             f" but the target model gives {tuple(self.y_syn.shape)}; resume with the same target "
-                             "model and num_images, or start afresh (overwrite: true)")
-        with torch.no_grad():
-            self.x_syn.copy_(state["x_syn"])
-            self.y_syn.copy_(state["y_syn"])
-        self.init_idx = state["init_idx"]
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.pool.load_state_dict(state["pool"])
-        self.batch_gen.set_state(state["batch_gen"])
-        restore_rng_state(state["rng"])
-        self.step = int(state["step"])
+    def load(self, path: Path) -> None:
+        """Restore a checkpoint written by :meth:`save` (same target model, num_images and pool)."""
+        try:
+            self.step, extra = load_progress(path, {"x_syn": self.x_syn, "y_syn": self.y_syn,
+                                                    "init_idx": self.init_idx},
+                                             {"outer": self.opt}, {"batch": self.batch_gen})
+        except CheckpointError as err:
+            raise ValueError(f"cannot resume KRR-ST from {str(path)!r}: {err}; the target representations must "
+                             f"have width {self.y_syn.shape[1]} (the target model's) and num_images "
+                             f"{self.x_syn.shape[0]}, or start afresh with overwrite=true") from None
+        self.sched.load_state_dict(extra["sched"])
+        self.pool.load_state_dict(extra["pool"])
 
 
 def load_krr_st_set(path: Union[str, Path]) -> PretrainSet:
@@ -312,13 +307,19 @@ def _transfer(cfg: Config, out_dir: Path, source: torch.Tensor, encoder: nn.Modu
         else:
             raise ValueError(f"unknown transfer option {option!r}; valid: none, random, tm, krr_st")
 
-    def task(repeat: int) -> TargetTask:
-        gen = torch.Generator().manual_seed(cfg.seed * 7919 + repeat)
-        return make_target_task((train_x, train_y), (test_x, test_y), classes, t.labels_per_class, gen)
-
     model = t.model or cfg.model.name
     kwargs = t.model_kwargs if t.model else dict(cfg.model.kwargs)
-    return run_transfer(makers, task, t, model, kwargs, cfg.seed, device=device, log=log)
+    out: Dict[str, Any] = {}
+    for shots in t.labels_per_class:
+        def task(repeat: int, shots: int = shots) -> TargetTask:
+            gen = torch.Generator().manual_seed(cfg.seed * 7919 + repeat)
+            return make_target_task((train_x, train_y), (test_x, test_y), classes, shots, gen)
+
+        log(f"transfer with {shots} labelled images per target class")
+        for option, summary in run_transfer(makers, task, t, model, kwargs, cfg.seed, device=device,
+                                            log=log).items():
+            out[f"eval_transfer_{option}_{shots}shot"] = summary
+    return out
 
 
 @register_distiller("krr_st", KRRSTConfig)
@@ -333,14 +334,14 @@ def distill_krr_st(cfg: Config, out_dir: Path) -> Dict[str, Any]:
         print(f"[krr_st] {msg}", flush=True)
 
     seed_everything(cfg.seed)
-    device = _device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
     images, labels, info = _load_split(cfg, cfg.data.name, "train")
     source, source_labels = _select_classes(images, labels, list(d.source_classes))
     encoder = _target_encoder(cfg, source, info, out_dir, device, log)
     run = _Distillation(cfg, source, encoder, device, _flip(d.real_flip, info))
     state_path = out_dir / STATE_FILE
     if state_path.is_file() and not cfg.overwrite:
-        run.load(load_checkpoint(state_path))
+        run.load(state_path)
         log(f"resumed from {state_path} at iteration {run.step}")
     else:
         run.pool.warm_up(run.x_syn, run.y_syn)
@@ -351,7 +352,7 @@ def distill_krr_st(cfg: Config, out_dir: Path) -> Dict[str, Any]:
             recent = losses[-d.log_every:]
             log(f"iteration {run.step}/{d.iterations}: outer mse {sum(recent) / len(recent):.5f}")
         if run.step % d.checkpoint_every == 0 or run.step == d.iterations:
-            save_checkpoint(state_path, run.state())
+            run.save(state_path)
     width = int(_encode(encoder, source[:2], device).shape[1])
     _export(out_dir, run, source_labels[run.init_idx], info, cfg, width)
     results: Dict[str, Any] = {"method": "krr_st", "dataset": cfg.data.name, "num_images": d.num_images,
@@ -359,6 +360,6 @@ def distill_krr_st(cfg: Config, out_dir: Path) -> Dict[str, Any]:
                                "final_outer_mse": losses[-1] if losses else None,
                                "distill_wall_s": round(time.time() - start, 2)}
     if d.transfer.enabled:
-        results["transfer"] = _transfer(cfg, out_dir, source, encoder, device, log)
+        results.update(_transfer(cfg, out_dir, source, encoder, device, log))
     results["wall_s"] = round(time.time() - start, 2)
     return results

@@ -91,12 +91,14 @@ class MTTConfig(DistillConfig):
     expert_grad_penalty: float = 0.0
     expert_dtype: str = "float32"
     buffer_dir: str = "runs/buffers"
+    buffer_path: Optional[str] = None
     checkpoint_every: int = 100
     eval_nets: int = 5
     eval_epochs: int = 1000
     eval_batch_size: int = 256
     eval_models: List[str] = field(default_factory=list)
     eval_random_baseline: bool = True
+    eval_full_data_epochs: int = 0
     export_imagefolder: bool = True
     progress: bool = True
 
@@ -224,7 +226,10 @@ def make_augment(d: MTTConfig, info: Any) -> Optional[DSA]:
 
 
 def prepare_experts(cfg: Config, problem: Problem, fm: FlatModel) -> Tuple[List[torch.Tensor], Path, Dict]:
-    """Build (or reuse, or resume) the cached buffer and load it; experts are spread over DDP ranks."""
+    """Build (or reuse, or resume) the buffer and load it; experts are spread over DDP ranks.
+
+    The folder is ``buffer_path`` when given (refused if made for another model, data set or spec), else a
+    cache folder under ``buffer_dir`` named by a hash of everything the experts depend on."""
     from vsd.engine.distributed import barrier, init_distributed
 
     d: MTTConfig = cfg.distill
@@ -234,7 +239,8 @@ def prepare_experts(cfg: Config, problem: Problem, fm: FlatModel) -> Tuple[List[
     spec = expert_spec(d)
     key = json.dumps({"identity": identity, "spec": dataclasses.asdict(spec), "seed": cfg.seed,
                       "data_kwargs": cfg.data.kwargs}, sort_keys=True)
-    folder = Path(d.buffer_dir) / f"{info.name}_{cfg.model.name}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    folder = Path(d.buffer_path) if d.buffer_path else (
+        Path(d.buffer_dir) / f"{info.name}_{cfg.model.name}_{hashlib.sha256(key.encode()).hexdigest()[:12]}")
     env = init_distributed(problem.device.type)
     x, y = problem.train
     say = _printer(d.progress and env.is_main)
@@ -427,7 +433,9 @@ def _progress(iterable, enabled: bool, start: int, total: int):
 # ------------------------------------------------------------------------------------------------ evaluation
 def evaluate_all(cfg: Config, problem: Problem, images: torch.Tensor, targets: torch.Tensor, syn_lr: float,
                  augment: Optional[DSA], say: Callable[[str], None]) -> Dict[str, Any]:
-    """The distilled set, the random real subset at the same ipc, and the cross-architecture models."""
+    """The distilled set, the random real subset at the same ipc (lr ``lr_teacher``), the full training set
+    (``eval_full_data_epochs`` > 0, lr ``lr_teacher``) and the cross-architecture models, each with
+    ``eval_nets`` fresh networks and the same protocol."""
     d: MTTConfig = cfg.distill
     out: Dict[str, Any] = {}
     if d.eval_nets == 0:
@@ -443,6 +451,11 @@ def evaluate_all(cfg: Config, problem: Problem, images: torch.Tensor, targets: t
         rx, ry = syn_init.random_real(x, y, problem.info.num_classes, d.ipc, gen)
         out["random_real"] = evaluate_set(problem.make_model, rx, ry.to(x.device), *test, lr=d.lr_teacher, **common)
         say(f"random real: {out['random_real']['mean']:.2f} +- {out['random_real']['std']:.2f}")
+    if d.eval_full_data_epochs > 0:
+        x, y = problem.train
+        full = dict(common, epochs=d.eval_full_data_epochs)
+        out["full_data"] = evaluate_set(problem.make_model, x, y, *test, lr=d.lr_teacher, **full)
+        say(f"full data: {out['full_data']['mean']:.2f} +- {out['full_data']['std']:.2f}")
     for name in d.eval_models:
         make = lambda name=name: problem.make_model(name)  # noqa: E731
         out[f"distilled@{name}"] = evaluate_set(make, images, targets, *test, lr=syn_lr, **common)
@@ -479,13 +492,13 @@ def distill_mtt(cfg: Config, out_dir: Path) -> Dict[str, Any]:
     augment = make_augment(d, info)
     matcher = Matcher(d, fm, trajectories, images.to(device), labels, augment, generator, soft_init)
     run = run_matching(d, matcher, out_dir, say, env.is_main)
-    syn_lr = float(matcher.syn_lr)
+    syn_lr = float(matcher.syn_lr.detach())
     final_images = matcher.images.detach()
     targets = matcher.targets_for_export()
     evaluation = evaluate_all(cfg, problem, final_images, targets, syn_lr, augment, say)
     results: Dict[str, Any] = {
         "method": "mtt", "dataset": info.name, "model": cfg.model.name, "ipc": d.ipc, "syn_lr": syn_lr,
-        "full_data": full, **run, **expert_stats, **{f"eval_{k}": v for k, v in evaluation.items()},
+        "expert_full_data": full, **run, **expert_stats, **{f"eval_{k}": v for k, v in evaluation.items()},
     }
     if env.is_main:
         meta = {"method": "mtt", "dataset": info.name, "classes": list(info.classes), "mean": list(info.mean),

@@ -11,12 +11,15 @@ Pre-training options compared in the same protocol (KRR-ST, Lee et al., ICLR 202
 
 Hyper-parameters follow the official code (db-Lee/selfsup_dd, ``test.py``): MSE pre-training with SGD
 (momentum 0.9) lr 0.1, wd 1e-3; CE pre-training lr 0.01, wd 5e-4; fine-tuning with SGD (momentum 0.9) lr 0.01,
-wd 5e-4, cosine decay, random crop (+ flip) augmentation. Differences: the CE pre-training runs without DSA
-augmentation and without the step decay at half, and every option uses the same number of pre-training epochs.
+wd 5e-4, cosine decay, random crop (+ flip) augmentation. Pre-training reuses the distillation evaluation loop
+(:func:`vsd.distill.evaluate.train_network`). Differences: the MSE pre-training also divides its lr by 10 at
+half of the epochs (official: constant), the CE pre-training runs without DSA augmentation, and every option
+uses the same number of pre-training epochs.
 
 Example:
     >>> net = create_network("convnet_d1", {"net_width": 8}, num_classes=3, in_chans=1, image_size=8)
-    >>> net = pretrain_network(net, torch.randn(6, 1, 8, 8), torch.randn(6, 3), loss="mse", epochs=1)
+    >>> net(torch.randn(2, 1, 8, 8)).shape
+    torch.Size([2, 3])
 """
 from __future__ import annotations
 
@@ -30,10 +33,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vsd.distill.evaluate import accuracy, default_loss, summarize, train_network
 from vsd.distill.model_pool import head_keys
 
 __all__ = ["PretrainSet", "TargetTask", "TransferConfig", "create_network", "finetune_and_evaluate", "load_tm_set",
-           "make_target_task", "pretrain_network", "run_transfer", "transfer_backbone"]
+           "make_target_task", "mse_loss_checked", "run_transfer", "transfer_backbone"]
 
 
 def create_network(name: str, kwargs: Dict[str, Any], num_classes: int, in_chans: int, image_size: int) -> nn.Module:
@@ -52,39 +56,17 @@ def create_network(name: str, kwargs: Dict[str, Any], num_classes: int, in_chans
     return create_model(name, **kw)
 
 
-def _batches(n: int, batch_size: int, generator: Optional[torch.Generator] = None) -> List[torch.Tensor]:
-    order = torch.randperm(n, generator=generator)
+def _batches(n: int, batch_size: int) -> List[torch.Tensor]:
+    order = torch.randperm(n)
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
-def pretrain_network(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, loss: str = "mse",
-                     epochs: int = 1000, batch_size: int = 256, lr: float = 0.1, weight_decay: float = 1e-3,
-                     momentum: float = 0.9, device: Union[str, torch.device] = "cpu") -> nn.Module:
-    """Train ``model`` on ``(images, targets)``: ``loss="mse"`` regresses [N, K] representations, ``loss="ce"``
-    fits [N] class indices or [N, K] soft labels. SGD with momentum, constant lr, reshuffled mini-batches."""
-    if loss not in ("mse", "ce"):
-        raise ValueError(f"pre-training loss must be 'mse' or 'ce', got {loss!r}")
-    if images.shape[0] != targets.shape[0]:
-        raise ValueError(f"pre-training images and targets must have the same number of rows, got "
-                         f"{images.shape[0]} and {targets.shape[0]}")
-    model = model.to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    images, targets = images.to(device), targets.to(device)
-    for _ in range(epochs):
-        for idx in _batches(images.shape[0], batch_size):
-            out = model(images[idx])
-            if loss == "mse":
-                if out.shape != targets[idx].shape:
-                    raise ValueError(f"network output {tuple(out.shape)} does not match the target "
-                                     f"representations {tuple(targets[idx].shape)}; build it with "
-                                     f"num_classes={targets.shape[1]}")
-                value = F.mse_loss(out, targets[idx])
-            else:
-                value = F.cross_entropy(out, targets[idx])
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
-    return model
+def mse_loss_checked(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE between the network output and [N, K] target representations, with a readable width check."""
+    if output.shape != target.shape:
+        raise ValueError(f"network output {tuple(output.shape)} does not match the target representations "
+                         f"{tuple(target.shape)}; build the network with num_classes={target.shape[-1]}")
+    return F.mse_loss(output, target)
 
 
 def transfer_backbone(pretrained: nn.Module, fresh: nn.Module) -> nn.Module:
@@ -151,16 +133,6 @@ def _finetune_augmentation(image_size: int, flip: bool) -> nn.Module:
     return nn.Sequential(*ops)
 
 
-@torch.no_grad()
-def _top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, device: Any) -> float:
-    model.eval()
-    correct = 0
-    for i in range(0, images.shape[0], batch_size):
-        logits = model(images[i:i + batch_size].to(device))
-        correct += int((logits.argmax(1).cpu() == labels[i:i + batch_size]).sum())
-    return 100.0 * correct / max(1, images.shape[0])
-
-
 def finetune_and_evaluate(model: nn.Module, task: TargetTask, *, steps: int = 5000, batch_size: int = 256,
                           lr: float = 0.01, weight_decay: float = 5e-4, momentum: float = 0.9, flip: bool = True,
                           device: Union[str, torch.device] = "cpu") -> float:
@@ -187,7 +159,7 @@ def finetune_and_evaluate(model: nn.Module, task: TargetTask, *, steps: int = 50
         loss.backward()
         opt.step()
         sched.step()
-    return _top1(model, task.test_images, task.test_labels, 512, device)
+    return accuracy(model, task.test_images.to(device), task.test_labels.to(device))
 
 
 @dataclass
@@ -198,6 +170,13 @@ class PretrainSet:
     images: torch.Tensor
     targets: torch.Tensor
     loss: str
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("mse", "ce"):
+            raise ValueError(f"pre-training loss must be 'mse' or 'ce', got {self.loss!r}")
+        if self.images.shape[0] != self.targets.shape[0]:
+            raise ValueError(f"pre-training images and targets must have the same number of rows, got "
+                             f"{self.images.shape[0]} and {self.targets.shape[0]}")
 
     @property
     def out_dim(self) -> int:
@@ -214,7 +193,7 @@ class TransferConfig:
     enabled: bool = True
     dataset: Optional[str] = None
     classes: List[int] = field(default_factory=list)
-    labels_per_class: int = 10
+    labels_per_class: List[int] = field(default_factory=lambda: [10])  # one benchmark per entry
     options: List[str] = field(default_factory=lambda: ["none", "random", "tm", "krr_st"])
     tm_export: Optional[str] = None
     seeds: int = 3
@@ -251,8 +230,8 @@ def run_transfer(sets: Dict[str, Callable[[int], Optional[PretrainSet]]], make_t
                  ) -> Dict[str, Dict[str, Any]]:
     """Run every pre-training option of ``sets`` (name -> ``fn(repeat) -> PretrainSet or None``) for
     ``tcfg.seeds`` repeats; each repeat draws a fresh target task ``make_task(repeat)`` shared by all options
-    and seeds torch identically for every option. Returns ``{name: {"top1": [...], "top1_mean", "top1_std"}}``
-    (std over repeats with ddof=0, as the official code's ``np.std``)."""
+    and seeds torch identically for every option. Returns ``{name: {"mean", "std", "accs"}}`` (test top-1 in %,
+    population std over repeats, as the official code's ``np.std``)."""
     if tcfg.seeds < 1:
         raise ValueError(f"transfer.seeds must be >= 1, got {tcfg.seeds}")
     scores: Dict[str, List[float]] = {name: [] for name in sets}
@@ -265,12 +244,11 @@ def run_transfer(sets: Dict[str, Callable[[int], Optional[PretrainSet]]], make_t
             net = create_network(model_name, model_kwargs, task.num_classes, shape[0], shape[-1])
             if pset is not None:
                 is_mse = pset.loss == "mse"
-                pre = create_network(model_name, model_kwargs, pset.out_dim, shape[0], shape[-1])
-                pretrain_network(pre, pset.images, pset.targets, loss=pset.loss, epochs=tcfg.pretrain_epochs,
-                                 batch_size=tcfg.pretrain_batch_size,
-                                 lr=tcfg.pretrain_lr if is_mse else tcfg.ce_lr,
-                                 weight_decay=tcfg.pretrain_weight_decay if is_mse else tcfg.ce_weight_decay,
-                                 device=device)
+                pre = create_network(model_name, model_kwargs, pset.out_dim, shape[0], shape[-1]).to(device)
+                train_network(pre, pset.images.to(device), pset.targets.to(device), epochs=tcfg.pretrain_epochs,
+                              batch_size=tcfg.pretrain_batch_size, lr=tcfg.pretrain_lr if is_mse else tcfg.ce_lr,
+                              weight_decay=tcfg.pretrain_weight_decay if is_mse else tcfg.ce_weight_decay,
+                              loss_fn=mse_loss_checked if is_mse else default_loss)
                 net = transfer_backbone(pre, net)
             top1 = finetune_and_evaluate(net, task, steps=tcfg.finetune_steps, batch_size=tcfg.finetune_batch_size,
                                          lr=tcfg.finetune_lr, weight_decay=tcfg.finetune_weight_decay,
@@ -278,8 +256,4 @@ def run_transfer(sets: Dict[str, Callable[[int], Optional[PretrainSet]]], make_t
             scores[name].append(top1)
             if log is not None:
                 log(f"transfer repeat {repeat + 1}/{tcfg.seeds} {name}: top-1 {top1:.2f}")
-    out: Dict[str, Dict[str, Any]] = {}
-    for name, values in scores.items():
-        t = torch.tensor(values, dtype=torch.float64)
-        out[name] = {"top1": values, "top1_mean": float(t.mean()), "top1_std": float(t.std(unbiased=False))}
-    return out
+    return {name: summarize(values) for name, values in scores.items()}

@@ -19,7 +19,7 @@ from vsd.config import Config, ConfigError, MethodConfig, ModelConfig
 from vsd.losses.nkd import NKDLoss
 from vsd.tasks.base import TaskContext, VSDTask
 from vsd.tasks.registry import register_task
-from vsd.wrappers.teacher import TeacherWrapper, create_teacher, load_weights
+from vsd.wrappers.teacher import TeacherOutput, create_teacher, load_weights
 
 
 @dataclass
@@ -37,20 +37,28 @@ class NKDConfig(MethodConfig):
 class NKDTask(VSDTask):
     """``task(x, y) -> {'loss', 'output', 'ce', 'nkd_target', 'nkd_non_target'}``; the teacher stays frozen.
 
-    ``trainable_module`` (and so the eval model and the checkpoint's ``model`` entry) is the student alone;
-    the teacher is rebuilt from the config.
+    ``trainable_module`` (and so the eval model, the optimizer of timm's ``train.py`` and the checkpoint's
+    ``model`` entry) is the student alone; the teacher is rebuilt from the config, as in timm's
+    ``LogitDistillationTask``.
     """
 
     def __init__(self, model: nn.Module, teacher: nn.Module, criterion: NKDLoss,
                  device: Optional[torch.device] = None) -> None:
         super().__init__(device=device, verbose=False)
-        self.wrapper = TeacherWrapper(model, teacher)
         self.trainable_module = model
+        self.teacher = create_teacher(teacher)
         self.criterion = criterion
 
+    def train(self, mode: bool = True) -> "NKDTask":
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Tensor]:  # type: ignore[override]
-        output = self.wrapper(input)
-        return {**self.criterion.terms(output, target), "output": output.logits}
+        logits = self.trainable_module(input)
+        with torch.no_grad():
+            teacher_logits = self.teacher(input)
+        return {**self.criterion.terms(TeacherOutput(logits, teacher_logits), target), "output": logits}
 
 
 def build_teacher(cfg: Config, ctx: TaskContext) -> nn.Module:
@@ -66,7 +74,7 @@ def build_teacher(cfg: Config, ctx: TaskContext) -> nn.Module:
     teacher = build_model(teacher_cfg, info)
     if method.teacher_checkpoint:
         load_weights(teacher, method.teacher_checkpoint)
-    return create_teacher(teacher).to(ctx.device)
+    return teacher.to(ctx.device)
 
 
 @register_task("nkd", NKDConfig)

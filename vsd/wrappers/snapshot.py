@@ -93,6 +93,14 @@ class PSKDSnapshot(nn.Module):
         pskd_alpha(epoch, self.epochs, self.alpha_T)
         self.epoch = int(epoch)
 
+    @torch.no_grad()
+    def resume_at(self, epoch: int) -> None:
+        """After loading weights saved at the end of epoch ``epoch - 1`` (e.g. timm's ``--resume``): those weights
+        are the previous-epoch model, so they become the snapshot and training continues at ``epoch``."""
+        self.set_epoch(epoch)
+        if epoch > 0:
+            self._ensure_snapshot().load_state_dict(self.model.state_dict())
+
     def snapshot_state(self) -> Dict[str, object]:
         """``{'epoch': int, 'snapshot': state_dict or None}`` (tensors + JSON values, checkpoint-safe)."""
         snapshot = self.snapshot

@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Linear and k-NN probe of a trained model's features (any named layer) on its data set.
+
+    python tools/probe.py --run runs/mae_digits_vit_tiny                     # run's config + model.safetensors
+    python tools/probe.py --run runs/x --layer blocks.1 --pool cls --k 20
+    python tools/probe.py --run runs/x --list-layers
+    python tools/probe.py --config zoo/mae/digits_finetune.yaml --weights some.safetensors
+    # the frozen random teacher of a random_teacher run (stored in the checkpoint's task state):
+    python tools/probe.py --run runs/rt --weights runs/rt/checkpoint-last.safetensors --key task.teacher \\
+        --strip-prefix encoder.
+
+Prints (and with --output writes) JSON: {"linear": %, "knn": %, "layer": ..., "weights": ...}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from vsd.cli import USER_ERRORS  # noqa: E402
+
+
+def read_weights(path: str, key: Optional[str], strip_prefix: str) -> Dict[str, torch.Tensor]:
+    """Weights from a safetensors file or a vsd checkpoint entry ``key`` (dotted, e.g. ``task.teacher``)."""
+    from safetensors.torch import load_file
+
+    from vsd.engine.checkpoint import load_checkpoint
+
+    if key:
+        node = load_checkpoint(path)
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                have = ", ".join(sorted(node)) if isinstance(node, dict) else type(node).__name__
+                raise ValueError(f"checkpoint {path!r} has no entry {key!r} (at {part!r}; available: {have})")
+            node = node[part]
+        state = node
+    else:
+        from vsd.engine.checkpoint import load_model_weights
+
+        state = load_model_weights(path) if path.endswith(".safetensors") else load_file(path)
+    if strip_prefix:
+        state = {k[len(strip_prefix):]: v for k, v in state.items() if k.startswith(strip_prefix)}
+        if not state:
+            raise ValueError(f"no weight in {path!r} starts with {strip_prefix!r}")
+    return state
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", help="a tools/train.py output folder (config.yaml, model.safetensors)")
+    parser.add_argument("--config", help="YAML recipe naming data and model (default: <run>/config.yaml)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    parser.add_argument("--weights", help="weights file (default: <run>/model.safetensors)")
+    parser.add_argument("--key", help="entry of a vsd checkpoint holding the weights, e.g. task.teacher")
+    parser.add_argument("--strip-prefix", default="", help="keep only weights with this prefix, removing it")
+    parser.add_argument("--layer", help="named sub-module to probe (default: the embedding before the classifier)")
+    parser.add_argument("--pool", default="avg", choices=["avg", "cls", "flatten"])
+    parser.add_argument("--k", type=int, default=20, help="neighbours of the k-NN probe")
+    parser.add_argument("--list-layers", action="store_true", help="print the probe-able layer names and exit")
+    parser.add_argument("--output", help="also write the JSON result here")
+    args = parser.parse_args(argv)
+
+    from vsd.config import load_config
+    from vsd.engine.distributed import DistEnv
+    from vsd.engine.io import atomic_write_json
+    from vsd.engine.loaders import build_eval_data, eval_loader
+    from vsd.engine.trainer import build_model
+    from vsd.probe import list_layers, probe_model
+
+    try:
+        if not (args.run or args.config):
+            raise ValueError("pass --run <output folder> or --config <recipe>")
+        config = args.config or str(Path(args.run) / "config.yaml")
+        cfg = load_config(config, list(args.set) + ["model.checkpoint=null"])
+        weights = args.weights or (str(Path(args.run) / "model.safetensors") if args.run else None)
+        data = build_eval_data(cfg)
+        model = build_model(cfg, data.info)
+        if weights:
+            missing, unexpected = model.load_state_dict(read_weights(weights, args.key, args.strip_prefix),
+                                                        strict=False)
+            if missing:
+                raise ValueError(f"weights {weights!r} lack {len(missing)} entries of model {cfg.model.name}: "
+                                 f"{', '.join(missing[:10])}")
+        if args.list_layers:
+            print("\n".join(list_layers(model)))
+            return 0
+        env = DistEnv()
+        accs = probe_model(model, eval_loader(data.train_plain, cfg, env), eval_loader(data.test, cfg, env),
+                           layer=args.layer, pool=args.pool, k=args.k)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result = {**accs, "layer": args.layer or "embedding", "pool": args.pool, "k": args.k, "weights": weights,
+              "model": cfg.model.name, "dataset": cfg.data.name}
+    print(json.dumps(result))
+    if args.output:
+        atomic_write_json(args.output, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
