@@ -66,3 +66,48 @@ def test_buffer_for_another_model_is_refused(tmp_path):
     folder = next((tmp_path / "buffers").iterdir())
     with pytest.raises(BufferMismatchError, match="another architecture or data set"):
         run_distiller(_cfg(tmp_path, "model.kwargs={net_width: 8}", f"distill.buffer_path={folder}"), tmp_path / "bad")
+
+
+def _tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "distill.py"
+    spec = importlib.util.spec_from_file_location("vsd_distill_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tool_writes_results_and_refuses_bad_input(tmp_path, capsys):
+    tool = _tool()
+    args = ["--config", str(tmp_path / "missing.yaml")]
+    assert tool.main(args) == 2 and "does not exist" in capsys.readouterr().err
+    base = ["data.name=digits", "model.name=convnet_d1", "model.kwargs={net_width: 4}", "train.device=cpu",
+            "distill.method=mtt", "distill.ipc=1", "distill.iterations=1", "distill.syn_steps=2",
+            "distill.expert_epochs=1", "distill.max_start_epoch=1", "distill.num_experts=1",
+            "distill.expert_train_epochs=1", f"distill.buffer_dir={tmp_path / 'b'}", "distill.eval_nets=1",
+            "distill.eval_epochs=1", "distill.progress=false", f"output={tmp_path / 'out'}"]
+    assert tool.main(["--set", *base]) == 0
+    assert (tmp_path / "out" / "results.json").exists() and (tmp_path / "out" / "config.yaml").exists()
+    assert tool.main(["--set", *base]) == 2 and "already holds a finished run" in capsys.readouterr().err
+    assert tool.main(["--set", *base, "distill.ipc=500"]) == 2
+
+
+@pytest.mark.slow
+def test_all_options_together_zca_soft_labels_representative(tmp_path):
+    out = run_distiller(_cfg(tmp_path, "distill.zca=true", "distill.soft_labels=true", "distill.init=representative",
+                             "distill.inner_momentum=0.5", "distill.intermediate_matching=true",
+                             "distill.expert_epochs=2", "distill.syn_steps=4", "distill.balance_loss=true",
+                             "distill.weight_perturb=1.0", "distill.backend=constant_memory",
+                             "distill.num_trajectories=2", "distill.expert_grad_penalty=2.0",
+                             "distill.expert_loss_scaling=true", "distill.expert_momentum=0.9",
+                             "distill.iterations=2"), tmp_path / "all")
+    assert out["status"] == "ok"
+    tensors, meta = load_distilled(tmp_path / "all")
+    assert meta["zca"] and meta["label_kind"] == "soft" and "zca_inverse" in tensors
+    assert torch.allclose(tensors["labels"].sum(1), torch.ones(10))
+    from vsd.data import create_dataset
+
+    test = create_dataset("distilled", "test", root=str(tmp_path / "all"))
+    assert abs(float(test.images.mean())) < 0.1  # whitened with the exported matrices

@@ -156,3 +156,13 @@ def test_plain_timm_loop_trains_backbone_through_weak_head():
     assert loss_fn.weak_head.weight.grad is not None
     model.eval()
     assert model(x).shape == (4, 4)
+
+
+def test_half_precision_inputs_use_float32_math():
+    # under autocast logits arrive in bfloat16; the Zipf positions (up to C = 1000) must not be rounded
+    g = torch.Generator().manual_seed(5)
+    z, w = torch.randn(3, 1000, generator=g).bfloat16(), torch.randn(3, 1000, generator=g).bfloat16()
+    y = torch.tensor([0, 500, 999])
+    got = uskd_loss(z, w, y)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, uskd_loss(z.float(), w.float(), y))

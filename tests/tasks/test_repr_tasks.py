@@ -256,3 +256,25 @@ class TestRandomTeacherTask:
         row = task.evaluate(loaders(), 0)
         assert set(row) == {"probe_student_linear", "probe_student_knn", "probe_teacher_linear",
                             "probe_teacher_knn"}
+
+
+# --------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_mae_run_then_finetune_and_dmae_through_the_trainer(tmp_path):
+    from vsd.engine.trainer import train
+
+    tiny = "{depth: 1, embed_dim: 32, num_heads: 2, decoder_embed_dim: 16, decoder_depth: 1, decoder_num_heads: 2}"
+    common = ["data.name=digits", "train.epochs=1", "train.batch_size=256", "train.opt=adamw", "train.lr=1e-3"]
+    mae = train(load_config(None, common + ["method.name=mae", "model.name=mae_vit_tiny_patch4_32",
+                                            f"model.kwargs={tiny}", f"output={tmp_path / 'mae'}"]))
+    assert {"eval_probe_linear", "eval_probe_knn"} <= set(mae)
+    weights = tmp_path / "mae" / "model.safetensors"
+    dmae = train(load_config(None, common + [
+        "method.name=dmae", "model.name=mae_vit_tiny_patch4_32", f"model.kwargs={tiny}",
+        "method.teacher_model=mae_vit_tiny_patch4_32", f"method.teacher_kwargs={tiny}",
+        f"method.teacher_checkpoint={weights}", "method.student_blocks=[0]", f"output={tmp_path / 'dmae'}"]))
+    assert "eval_probe_linear" in dmae
+    ft = train(load_config(None, common + ["method.name=ce", "model.name=vit_tiny_patch4_32",
+                                           "model.kwargs={depth: 1, embed_dim: 32, num_heads: 2}",
+                                           f"model.checkpoint={weights}", f"output={tmp_path / 'ft'}"]))
+    assert 0.0 <= ft["eval_top1"] <= 100.0

@@ -1,6 +1,7 @@
 """Training throughput (images/s) and activation memory of the default recipe and the CIFAR models."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, List
 
 import torch
@@ -12,6 +13,7 @@ from vsd.data import dataset_info
 from vsd.tasks import TaskContext, create_task
 
 SUITE = "train"
+DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "zoo" / "baseline" / "digits_convnet.yaml"
 
 
 def _step_fn(cfg, batch_size: int):
@@ -35,15 +37,16 @@ def _step_fn(cfg, batch_size: int):
 
 def run(quick: bool = False) -> List[Dict]:
     cases = [
-        ("digits convnet_d3 w64 (default recipe)", [], 64),
-        ("digits resnet18_cifar", ["model.name=resnet18_cifar", "model.kwargs={}"], 64),
-        ("cifar-size convnet_d3 w128", ["data.name=synthetic", "data.image_size=32", "model.kwargs={}"], 64),
+        ("default recipe (digits 16px, convnet_d3 w32)", [], 64),
+        ("digits 16px, resnet18_cifar", ["model.name=resnet18_cifar", "model.kwargs={}"], 64),
+        ("32px RGB, convnet_d3 w128 (MTT ConvNet)",
+         ["data.name=synthetic", "data.image_size=32", "model.kwargs={}"], 64),
     ]
     rows = []
     repeats = 2 if quick else 5
     base = None
     for name, overrides, batch in cases:
-        cfg = load_config(None, ["model.kwargs={net_width: 64}"] + overrides)
+        cfg = load_config(DEFAULT_RECIPE, overrides)
         step, forward = _step_fn(cfg, batch)
         seconds = time_fn(step, repeats=repeats)
         ips = batch / seconds

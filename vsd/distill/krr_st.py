@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 
 from vsd.config import Config, DistillConfig, config_to_dict
-from vsd.distill.barlow import FeatureEncoder, load_encoder_weights, ssl_augmentation, train_barlow_twins
+from vsd.distill.barlow import load_encoder_weights, ssl_augmentation, train_barlow_twins
 from vsd.distill.export import load_distilled, save_class_grids, save_distilled, to_display
 from vsd.distill.krr import krr_st_outer_loss
 from vsd.distill.model_pool import ModelPool, member_features

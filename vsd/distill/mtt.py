@@ -483,8 +483,10 @@ def distill_mtt(cfg: Config, out_dir: Path) -> Dict[str, Any]:
     trajectories, _, expert_stats = prepare_experts(cfg, problem, fm)
     full = expert_accuracy(problem, fm, trajectories)
     say(f"full-data (experts): {full['mean']:.2f} +- {full['std']:.2f}")
-    generator = torch.Generator().manual_seed(cfg.seed + 1000 * env.rank)
+    generator = torch.Generator().manual_seed(cfg.seed)
     images, labels = initial_set(d, problem, fm, trajectories, generator, cfg.seed)
+    if env.rank:  # the images start identical on every rank; each rank draws its own (expert, start) pairs
+        generator = torch.Generator().manual_seed(cfg.seed + 1000 * env.rank)
     soft_init = None
     if d.soft_labels:
         with torch.no_grad():

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsd.losses.checks import check_logits_target
+from vsd.losses.nkd import at_least_float32
 
 __all__ = ["mdcs_loss", "mdcs_terms", "MDCSLoss", "DEFAULT_LAMBDAS"]
 
@@ -69,6 +70,8 @@ def mdcs_terms(weak_logits: Sequence[torch.Tensor], strong_logits: Sequence[torc
         check_logits_target(strong, target, name=f"strong_logits[{k}]")
     if target.dim() != 1:
         raise ValueError(f"MDCS needs class-index targets [B], got shape {tuple(target.shape)}")
+    weak_logits = at_least_float32(*weak_logits)
+    strong_logits = at_least_float32(*strong_logits)
     prior = _log_prior(class_counts, lambdas, weak_logits[0])
     diversity = weak_logits[0].new_zeros(())
     consistency = weak_logits[0].new_zeros(())

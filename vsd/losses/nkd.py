@@ -31,7 +31,12 @@ from torch import nn
 
 from vsd.losses.checks import check_logits_target
 
-__all__ = ["nkd_loss", "nkd_terms", "NKDLoss", "hard_labels", "drop_columns"]
+__all__ = ["nkd_loss", "nkd_terms", "NKDLoss", "at_least_float32", "drop_columns", "hard_labels"]
+
+
+def at_least_float32(*tensors: torch.Tensor) -> tuple:
+    """Cast half/bfloat16 tensors (autocast outputs) to float32 for the loss math; keep float32/float64."""
+    return tuple(t.to(torch.promote_types(t.dtype, torch.float32)) for t in tensors)
 
 
 def hard_labels(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -57,7 +62,7 @@ def nkd_terms(logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.
                          f"got {tuple(teacher_logits.shape)}")
     if logits.shape[1] < 2:
         raise ValueError(f"NKD needs at least 2 classes, got logits of shape {tuple(logits.shape)}")
-    teacher_logits = teacher_logits.detach().to(logits.dtype)
+    logits, teacher_logits = at_least_float32(logits, teacher_logits.detach().to(logits.dtype))
     column = label.view(-1, 1)
     student_logp_target = F.log_softmax(logits, dim=1).gather(1, column)
     teacher_p_target = F.softmax(teacher_logits, dim=1).gather(1, column)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsd.losses.checks import check_logits_target
-from vsd.losses.nkd import drop_columns
+from vsd.losses.nkd import at_least_float32, drop_columns
 
 __all__ = ["uskd_loss", "uskd_terms", "zipf_soft_labels", "USKDLoss"]
 
@@ -81,11 +81,11 @@ def zipf_soft_labels(logits: torch.Tensor, weak_logits: torch.Tensor, columns: t
 def uskd_terms(logits: torch.Tensor, weak_logits: torch.Tensor, target: torch.Tensor,
                alpha: float = 1.0, beta: float = 0.1, mu: float = 0.005) -> Dict[str, torch.Tensor]:
     """The weighted USKD terms: ``{'uskd_target': alpha * .., 'uskd_non_target': beta * .., 'uskd_weak': ..}``."""
-    labels = _labels(logits, target)
     if weak_logits.shape != logits.shape:
         raise ValueError(f"weak_logits (the weak head's output) must have the logits' shape {tuple(logits.shape)}, "
                          f"got {tuple(weak_logits.shape)}")
-    weak_logits = weak_logits.to(logits.dtype)
+    logits, weak_logits = at_least_float32(logits, weak_logits.to(logits.dtype))
+    labels = _labels(logits, target)
     logp = F.log_softmax(logits, dim=1)
     with torch.no_grad():
         p_sq = F.softmax(logits, dim=1).gather(1, labels.columns) ** 2

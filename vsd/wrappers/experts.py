@@ -8,10 +8,10 @@ Train mode returns :class:`ExpertsOutput` ``(mean of the expert logits, [expert 
 mean of the raw expert logits, as the official inference.
 
 Official MDCS (fistyee/MDCS): CIFAR ResNet-32 shares the stem + stage 1 (``shared_stages=1``); ImageNet
-ResNets share stages 1-2 (``shared_stages=2``). Deliberate differences: the experts here keep the original
-stage widths (the official configs use ``reduce_dimension``: 24/48 instead of 32/64 channels on CIFAR, 192/384
-on ImageNet), expert 0 starts from the model's own weights and experts 1..K-1 from a fresh Kaiming
-initialisation of the same stages, and the model's dropout before the classifier is not applied.
+ResNets share stages 1-2 (``shared_stages=2``). The experts keep the model's stage widths: the official
+``reduce_dimension`` is ``resnet32_cifar`` built with ``widths=(16, 24, 48)``. Deliberate differences: expert 0
+starts from the model's own weights and experts 1..K-1 from a fresh Kaiming initialisation of the same stages,
+and the model's dropout before the classifier is not applied.
 
 Example:
     >>> import timm, torch

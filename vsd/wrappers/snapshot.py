@@ -8,7 +8,7 @@ loop that does ``output = model(x); loss = loss_fn(output, y)``:
     >>> model = PSKDSnapshot(timm.create_model("resnet18", num_classes=10), epochs=2, alpha_T=0.8)
     >>> loss_fn = PSKDLoss()
     >>> for epoch in range(2):
-    ...     model.train()
+    ...     _ = model.train()
     ...     output = model(torch.randn(2, 3, 32, 32))          # PSKDOutput(logits, prev_probs, alpha)
     ...     loss_fn(output, torch.tensor([0, 1])).backward()
     ...     model.end_epoch()                                   # refresh the snapshot, advance alpha_t

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the fine-tuning table of zoo/dmae/RESULTS.md on digits (ViT-Tiny/4, 4 blocks):
+# Reproduces the fine-tuning table of zoo/dmae/RESULTS.md on digits (ViT-Tiny/4 shrunk to 2 blocks of width 96 for CPU):
 # no pre-training vs MAE vs DMAE (teacher: a width-192 MAE, trained once with seed 0) vs further pre-training
 # with self-distillation (original model = the MAE run of the same seed). Usage: zoo/dmae/digits_table.sh [seeds...]
 set -euo pipefail
