@@ -78,7 +78,13 @@ def test_resume_with_another_target_width_is_an_error(tmp_path):
         run_distiller(_cfg("distill.target.model=convnet_d2"), out)
 
 
-def test_export_with_mismatched_target_width_is_an_error(tmp_path):
+def test_export_round_trip_and_mismatched_target_width(tmp_path):
+    images, targets = torch.randn(3, 1, 8, 8), torch.randn(3, 4)
+    save_distilled(tmp_path, images, torch.tensor([0, 1, 0]),
+                   {"method": "krr_st", "dataset": "digits", "classes": ["0", "1"], "mean": [0.3], "std": [0.3],
+                    "target_dim": 4}, targets=targets)
+    pset = load_krr_st_set(tmp_path)
+    assert torch.equal(pset.images, images) and torch.equal(pset.targets, targets) and pset.out_dim == 4
     save_distilled(tmp_path, torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 0]),
                    {"method": "krr_st", "dataset": "digits", "classes": ["0", "1"], "mean": [0.3], "std": [0.3],
                     "target_dim": 5}, targets=torch.randn(3, 4))

@@ -202,6 +202,7 @@ class _Distillation:
             generator=torch.Generator().manual_seed(cfg.seed + 2))
         self.augment = _real_augmentation(size, flip).to(device)
         self.step = 0
+        self.last_loss: Optional[float] = None
 
     def outer_step(self) -> float:
         d = self.d
@@ -224,13 +225,14 @@ class _Distillation:
         self.sched.step()
         self.pool.update(idx, self.x_syn, self.y_syn)
         self.step += 1
-        return float(loss.detach())
+        self.last_loss = float(loss.detach())
+        return self.last_loss
 
     def save(self, path: Path) -> None:
         """Write the exact-resume checkpoint (via :mod:`vsd.distill.state`)."""
         save_progress(path, self.step, {"x_syn": self.x_syn, "y_syn": self.y_syn, "init_idx": self.init_idx},
                       {"outer": self.opt}, {"batch": self.batch_gen},
-                      {"sched": self.sched.state_dict(), "pool": self.pool.state_dict()})
+                      {"sched": self.sched.state_dict(), "pool": self.pool.state_dict(), "last_loss": self.last_loss})
 
     def load(self, path: Path) -> None:
         """Restore a checkpoint written by :meth:`save` (same target model, num_images and pool)."""
@@ -244,6 +246,7 @@ class _Distillation:
                              f"{self.x_syn.shape[0]}, or start afresh with overwrite=true") from None
         self.sched.load_state_dict(extra["sched"])
         self.pool.load_state_dict(extra["pool"])
+        self.last_loss = extra["last_loss"]
 
 
 def load_krr_st_set(path: Union[str, Path]) -> PretrainSet:
@@ -357,7 +360,7 @@ def distill_krr_st(cfg: Config, out_dir: Path) -> Dict[str, Any]:
     _export(out_dir, run, source_labels[run.init_idx], info, cfg, width)
     results: Dict[str, Any] = {"method": "krr_st", "dataset": cfg.data.name, "num_images": d.num_images,
                                "iterations": d.iterations, "target_dim": width,
-                               "final_outer_mse": losses[-1] if losses else None,
+                               "final_outer_mse": run.last_loss,
                                "distill_wall_s": round(time.time() - start, 2)}
     if d.transfer.enabled:
         results.update(_transfer(cfg, out_dir, source, encoder, device, log))

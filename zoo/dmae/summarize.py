@@ -23,8 +23,12 @@ def main() -> None:
         cells = []
         for metric in args.metrics:
             values = [r[metric] for r in results if metric in r]
-            std = statistics.stdev(values) if len(values) > 1 else float("nan")
-            cells.append(f"{statistics.mean(values):.2f} ± {std:.2f}" if values else "n/a")
+            if not values:
+                cells.append("n/a")
+            elif len(values) == 1:
+                cells.append(f"{values[0]:.2f} (one seed)")
+            else:
+                cells.append(f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}")
         print(f"| {group} | {len(results)} | " + " | ".join(cells) + " |")
 
 
