@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         results = run_distiller(cfg, out)
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes the files
+            return results
         atomic_write_json(out / "results.json", results)
         status["diverged"] = results.get("status") == "diverged"
         summary = {k: results[k] for k in results if k.startswith("eval_") or k == "expert_full_data"}

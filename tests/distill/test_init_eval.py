@@ -40,14 +40,16 @@ def test_random_real_and_ipc_check():
 
 
 def test_evaluation_with_soft_and_regression_targets():
-    images, labels = _blobs()
+    labels = torch.arange(3).repeat_interleave(20)
+    images = torch.nn.functional.one_hot(labels, 4).float().view(60, 1, 2, 2) * 3
+    images = images + 0.1 * torch.randn(60, 1, 2, 2, generator=torch.Generator().manual_seed(0))
     make = lambda: nn.Sequential(nn.Flatten(), nn.Linear(4, 3))  # noqa: E731
-    hard = evaluate_set(make, images, labels, images, labels, num_nets=2, epochs=20, lr=0.1)
+    hard = evaluate_set(make, images, labels, images, labels, num_nets=2, epochs=20, lr=0.1, batch_size=8)
     assert hard["mean"] > 90 and len(hard["accs"]) == 2
     soft = torch.nn.functional.one_hot(labels, 3).float()
-    assert evaluate_set(make, images, soft, images, labels, num_nets=1, epochs=20, lr=0.1)["mean"] > 90
+    assert evaluate_set(make, images, soft, images, labels, num_nets=1, epochs=20, lr=0.1, batch_size=8)["mean"] > 90
     mse = lambda out, t: ((out - t) ** 2).mean()  # noqa: E731
-    assert evaluate_set(make, images, soft, images, labels, num_nets=1, epochs=20, lr=0.1, loss_fn=mse)["mean"] > 90
+    assert evaluate_set(make, images, soft, images, labels, num_nets=1, epochs=20, lr=0.1, batch_size=8, loss_fn=mse)["mean"] > 90
     with pytest.raises(ValueError, match="positive finite"):
         evaluate_set(make, images, labels, images, labels, num_nets=1, epochs=1, lr=float("nan"))
 

@@ -6,7 +6,8 @@ from vsd.distill.barlow import (barlow_twins_loss, build_projector, load_encoder
                                 train_barlow_twins)
 from vsd.distill.evaluate import train_network
 from vsd.distill.transfer import (PretrainSet, TransferConfig, create_network, finetune_and_evaluate,
-                                  make_target_task, mse_loss_checked, run_transfer, transfer_backbone)
+                                  linear_probe_evaluate, make_target_task, mse_loss_checked, run_transfer,
+                                  transfer_backbone)
 
 
 def _tiny(num_classes, in_chans=1, size=8):
@@ -122,11 +123,25 @@ class TestTransfer:
 
     def test_run_transfer_reports_every_option(self):
         task = self._task(per_class=4)
-        cfg = TransferConfig(seeds=2, pretrain_epochs=2, finetune_steps=3, flip=False)
+        cfg = TransferConfig(seeds=2, pretrain_epochs=2, finetune_steps=3, flip=False,
+                             protocols=["finetune", "linear"])
         sets = {"none": lambda r: None,
                 "mse": lambda r: PretrainSet(torch.randn(8, 1, 8, 8), torch.randn(8, 6), "mse"),
                 "ce": lambda r: PretrainSet(torch.randn(8, 1, 8, 8), torch.arange(8) % 4, "ce")}
         out = run_transfer(sets, lambda r: task, cfg, "convnet_d1", {"net_width": 4}, seed=0)
-        assert set(out) == {"none", "mse", "ce"}
-        for row in out.values():
-            assert len(row["accs"]) == 2 and 0.0 <= row["mean"] <= 100.0 and row["std"] >= 0
+        assert set(out) == {"finetune", "linear"}
+        for per_option in out.values():
+            assert set(per_option) == {"none", "mse", "ce"}
+            for row in per_option.values():
+                assert len(row["accs"]) == 2 and 0.0 <= row["mean"] <= 100.0 and row["std"] >= 0
+        with pytest.raises(ValueError, match="protocols"):
+            run_transfer(sets, lambda r: task, TransferConfig(protocols=["knn"]), "convnet_d1", {}, seed=0)
+
+    def test_linear_probe_separates_separable_features(self):
+        # features = flattened pixels of a ConvNet without layers would be trivial; use prototypes + noise
+        g = torch.Generator().manual_seed(0)
+        protos = torch.randn(3, 1, 8, 8, generator=g) * 3
+        labels = torch.arange(3).repeat(10)
+        images = protos[labels] + 0.1 * torch.randn(30, 1, 8, 8, generator=g)
+        task = make_target_task((images, labels), (images, labels), [0, 1, 2], 5, torch.Generator().manual_seed(0))
+        assert linear_probe_evaluate(_tiny(3), task) > 90.0

@@ -111,3 +111,26 @@ def test_all_options_together_zca_soft_labels_representative(tmp_path):
 
     test = create_dataset("distilled", "test", root=str(tmp_path / "all"))
     assert abs(float(test.images.mean())) < 0.1  # whitened with the exported matrices
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_share_experts_and_gradients(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sets = ["data.name=digits", "model.name=convnet_d1", "model.kwargs={net_width: 4}", "train.device=cpu",
+            "distill.method=mtt", "distill.ipc=1", "distill.iterations=2", "distill.syn_steps=2",
+            "distill.expert_epochs=1", "distill.max_start_epoch=1", "distill.num_experts=4",
+            "distill.expert_train_epochs=1", f"distill.buffer_dir={tmp_path / 'b'}", "distill.eval_nets=0",
+            "distill.progress=false", f"output={tmp_path / 'out'}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(root / "tools" / "distill.py"), "--set", *sets]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    folder = next((tmp_path / "b").iterdir())
+    assert len(list(folder.glob("expert_*.safetensors"))) == 4
+    tensors, meta = load_distilled(tmp_path / "out")
+    assert meta["iterations"] == 2 and torch.isfinite(tensors["images"]).all()

@@ -145,3 +145,16 @@ def test_resume_restores_bank_or_snapshot_exactly(tmp_path, mode):
     resumed = train(cut, resume=str(tmp_path / "b" / "checkpoint-last.safetensors"))
     assert resumed["eval_top1"] == straight["eval_top1"]
     assert resumed["eval_loss"] == pytest.approx(straight["eval_loss"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_share_the_bank(tmp_path):
+    """torchrun with 2 gloo processes for 1 epoch: each rank trains on 704 samples (11 batches of 64), so a bank
+    holding more than 704 written rows on rank 0 got the other rank's predictions through all_gather."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "tools" / "train.py"), "--set", f"output={tmp_path}", *TINY, "train.epochs=1",
+           "method.name=pskd", "method.bank=compact", "method.topk=3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bank = load_checkpoint(tmp_path / "checkpoint-last.safetensors")["task"]["bank"]
+    assert int(bank["written"].sum()) == 2 * 704

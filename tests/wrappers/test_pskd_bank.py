@@ -1,6 +1,5 @@
 """PS-KD wrappers: the dense and compact probability banks (reads, writes, memory, DDP sync, checkpoint
 state) and the snapshot wrapper in a plain training loop."""
-import os
 
 import pytest
 import timm

@@ -1,8 +1,9 @@
 """Cost of PS-KD and SLA against cross-entropy on the same model and batch, measured in one process.
 
 * step time (forward + backward + SGD step) of PS-KD bank mode (dense and compact), PS-KD snapshot mode, SLA and
-  SLA+SD, as a ratio to CE; each repeat times CE and the case back to back and the median of the per-repeat
-  ratios is reported, which keeps a busy machine's drift out of the ratio. Per image seen = per input image of
+  SLA+SD, as a ratio to CE; each repeat times CE, the case, the case, CE (ABBA) and the median of the
+  per-repeat ratios is reported, which keeps a busy machine's drift out of the ratio; a CE-vs-CE row shows
+  the noise floor. Per image seen = per input image of
   the batch (SLA processes 4 rotated copies of each).
 * memory of the PS-KD bank at ImageNet size (1,281,167 x 1000), dense fp32 vs compact top-k, from the sizes of
   meta-device tensors (nothing is allocated).
@@ -24,6 +25,7 @@ from vsd.wrappers.prob_bank import bank_sizes
 SUITE = "pskd_sla"
 NUM_SAMPLES = 1437  # digits train split
 CASES: List[Tuple[str, List[str]]] = [
+    ("CE again (A/A control: the noise floor)", ["method.name=ce"]),
     ("PS-KD bank dense", ["method.name=pskd"]),
     ("PS-KD bank compact k=3", ["method.name=pskd", "method.bank=compact", "method.topk=3"]),
     ("PS-KD snapshot", ["method.name=pskd", "method.mode=snapshot"]),
@@ -54,13 +56,15 @@ def _step_fn(overrides: List[str], batch: int) -> Callable[[], None]:
 
 
 def _paired_ratio(case: Callable[[], None], base: Callable[[], None], repeats: int) -> Tuple[float, float]:
-    """Median over repeats of (case time / base time) and the median base time, timed back to back."""
+    """Median over repeats of (case time / base time) and the median base time; each repeat times
+    base, case, case, base (ABBA) so that a drift of the machine's speed cancels out of the ratio."""
     ratios, bases = [], []
     for _ in range(repeats):
-        b = time_fn(base, repeats=1, warmup=1, inner=5)
-        c = time_fn(case, repeats=1, warmup=1, inner=5)
+        b1 = time_fn(base, repeats=1, warmup=1, inner=3)
+        c = time_fn(case, repeats=1, warmup=1, inner=3) + time_fn(case, repeats=1, warmup=0, inner=3)
+        b = b1 + time_fn(base, repeats=1, warmup=1, inner=3)
         ratios.append(c / b)
-        bases.append(b)
+        bases.append(b / 2)
     return statistics.median(ratios), statistics.median(bases)
 
 

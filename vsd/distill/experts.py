@@ -25,7 +25,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -226,9 +226,3 @@ def buffer_identity(model_name: str, model_kwargs: Dict[str, Any], fm: FlatModel
     return {"model": model_name, "model_kwargs": dict(model_kwargs), "dataset": dataset,
             "image_size": int(image_size), "in_chans": int(in_chans), "num_classes": int(num_classes),
             "zca": bool(zca), "param_names": layout["names"], "param_shapes": layout["shapes"]}
-
-
-def buffer_epochs(folder: Path) -> Tuple[int, Dict[str, Any]]:
-    """The number of training epochs of a buffer and its spec dict."""
-    header = _read_header(Path(folder))
-    return header["spec"]["epochs"], header["spec"]

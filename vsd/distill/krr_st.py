@@ -319,9 +319,10 @@ def _transfer(cfg: Config, out_dir: Path, source: torch.Tensor, encoder: nn.Modu
             return make_target_task((train_x, train_y), (test_x, test_y), classes, shots, gen)
 
         log(f"transfer with {shots} labelled images per target class")
-        for option, summary in run_transfer(makers, task, t, model, kwargs, cfg.seed, device=device,
-                                            log=log).items():
-            out[f"eval_transfer_{option}_{shots}shot"] = summary
+        per_protocol = run_transfer(makers, task, t, model, kwargs, cfg.seed, device=device, log=log)
+        for protocol, per_option in per_protocol.items():
+            for option, summary in per_option.items():
+                out[f"eval_{protocol}_{option}_{shots}shot"] = summary
     return out
 
 

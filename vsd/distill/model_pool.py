@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vsd.probe import embed
+
 __all__ = ["ModelPool", "head_keys", "member_features"]
 
 
@@ -33,7 +35,7 @@ def member_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Penultimate features [N, D] of ``model``: timm's ``forward_head(forward_features(x), pre_logits=True)``,
     or ``model.embed(x)`` for modules that define it."""
     if hasattr(model, "forward_features") and hasattr(model, "forward_head"):
-        feats = model.forward_head(model.forward_features(x), pre_logits=True)
+        feats = embed(model, x)
     elif hasattr(model, "embed"):
         feats = model.embed(x)
     else:

@@ -34,10 +34,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vsd.distill.evaluate import accuracy, default_loss, summarize, train_network
-from vsd.distill.model_pool import head_keys
+from vsd.distill.model_pool import head_keys, member_features
 
 __all__ = ["PretrainSet", "TargetTask", "TransferConfig", "create_network", "finetune_and_evaluate", "load_tm_set",
-           "make_target_task", "mse_loss_checked", "run_transfer", "transfer_backbone"]
+           "linear_probe_evaluate", "make_target_task", "mse_loss_checked", "run_transfer", "transfer_backbone"]
 
 
 def create_network(name: str, kwargs: Dict[str, Any], num_classes: int, in_chans: int, image_size: int) -> nn.Module:
@@ -195,6 +195,7 @@ class TransferConfig:
     classes: List[int] = field(default_factory=list)
     labels_per_class: List[int] = field(default_factory=lambda: [10])  # one benchmark per entry
     options: List[str] = field(default_factory=lambda: ["none", "random", "tm", "krr_st"])
+    protocols: List[str] = field(default_factory=lambda: ["finetune"])  # and/or "linear" (frozen backbone)
     tm_export: Optional[str] = None
     seeds: int = 3
     model: Optional[str] = None
@@ -224,17 +225,35 @@ def load_tm_set(path: Union[str, Path], in_chans: int, image_size: int) -> Pretr
     return PretrainSet(images, labels.float() if labels.dim() == 2 else labels.long(), "ce")
 
 
+def linear_probe_evaluate(model: nn.Module, task: TargetTask, device: Union[str, torch.device] = "cpu") -> float:
+    """Test top-1 (%) of a logistic-regression probe (:func:`vsd.probe.linear_probe`) on the frozen penultimate
+    features of ``model`` (eval mode, no augmentation), the official code's ``linear_eval`` protocol with
+    scikit-learn's L-BFGS fit in place of SGD on the features."""
+    from vsd.probe import linear_probe
+
+    model = model.to(device).eval()
+    with torch.no_grad():
+        train = member_features(model, task.train_images.to(device)).cpu().double().numpy()
+        test = member_features(model, task.test_images.to(device)).cpu().double().numpy()
+    return linear_probe(train, task.train_labels.numpy(), test, task.test_labels.numpy())
+
+
 def run_transfer(sets: Dict[str, Callable[[int], Optional[PretrainSet]]], make_task: Callable[[int], TargetTask],
                  tcfg: TransferConfig, model_name: str, model_kwargs: Dict[str, Any], seed: int,
                  device: Union[str, torch.device] = "cpu", log: Optional[Callable[[str], None]] = None
-                 ) -> Dict[str, Dict[str, Any]]:
+                 ) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """Run every pre-training option of ``sets`` (name -> ``fn(repeat) -> PretrainSet or None``) for
-    ``tcfg.seeds`` repeats; each repeat draws a fresh target task ``make_task(repeat)`` shared by all options
-    and seeds torch identically for every option. Returns ``{name: {"mean", "std", "accs"}}`` (test top-1 in %,
-    population std over repeats, as the official code's ``np.std``)."""
+    ``tcfg.seeds`` repeats and every protocol of ``tcfg.protocols`` (``finetune``: the whole network;
+    ``linear``: a linear probe on the frozen backbone). Each repeat draws a fresh target task
+    ``make_task(repeat)`` shared by all options and seeds torch identically for every option. Returns
+    ``{protocol: {name: {"mean", "std", "accs"}}}`` (test top-1 in %, population std over repeats, as the
+    official code's ``np.std``)."""
     if tcfg.seeds < 1:
         raise ValueError(f"transfer.seeds must be >= 1, got {tcfg.seeds}")
-    scores: Dict[str, List[float]] = {name: [] for name in sets}
+    unknown = sorted(set(tcfg.protocols) - {"finetune", "linear"})
+    if unknown or not tcfg.protocols:
+        raise ValueError(f"transfer.protocols must be a non-empty subset of [finetune, linear], got {tcfg.protocols}")
+    scores: Dict[str, Dict[str, List[float]]] = {p: {name: [] for name in sets} for p in tcfg.protocols}
     for repeat in range(tcfg.seeds):
         task = make_task(repeat)
         shape = task.train_images.shape[1:]
@@ -250,10 +269,13 @@ def run_transfer(sets: Dict[str, Callable[[int], Optional[PretrainSet]]], make_t
                               weight_decay=tcfg.pretrain_weight_decay if is_mse else tcfg.ce_weight_decay,
                               loss_fn=mse_loss_checked if is_mse else default_loss)
                 net = transfer_backbone(pre, net)
-            top1 = finetune_and_evaluate(net, task, steps=tcfg.finetune_steps, batch_size=tcfg.finetune_batch_size,
-                                         lr=tcfg.finetune_lr, weight_decay=tcfg.finetune_weight_decay,
-                                         flip=tcfg.flip is not False, device=device)
-            scores[name].append(top1)
+            if "linear" in tcfg.protocols:  # before fine-tuning changes the backbone
+                scores["linear"][name].append(linear_probe_evaluate(net, task, device))
+            if "finetune" in tcfg.protocols:
+                scores["finetune"][name].append(finetune_and_evaluate(
+                    net, task, steps=tcfg.finetune_steps, batch_size=tcfg.finetune_batch_size, lr=tcfg.finetune_lr,
+                    weight_decay=tcfg.finetune_weight_decay, flip=tcfg.flip is not False, device=device))
             if log is not None:
-                log(f"transfer repeat {repeat + 1}/{tcfg.seeds} {name}: top-1 {top1:.2f}")
-    return {name: summarize(values) for name, values in scores.items()}
+                done = ", ".join(f"{p} {scores[p][name][-1]:.2f}" for p in tcfg.protocols)
+                log(f"transfer repeat {repeat + 1}/{tcfg.seeds} {name}: top-1 {done}")
+    return {p: {name: summarize(values) for name, values in per.items()} for p, per in scores.items()}
