@@ -20,7 +20,7 @@ from vsd.config import load_config
 from vsd.data import dataset_info
 from vsd.engine.trainer import build_model
 from vsd.tasks import TaskContext, create_task
-from vsd.wrappers.prob_bank import bank_sizes
+from vsd.wrappers.prob_bank import bank_sizes, create_prob_bank
 
 SUITE = "pskd_sla"
 NUM_SAMPLES = 1437  # digits train split
@@ -79,6 +79,20 @@ def run(quick: bool = False) -> List[Dict]:
                     f"(CE {base / batch * 1e3:.3f}); ratio = median of paired ratios")
         entry["ratio"] = ratio
         rows.append(entry)
+    ce_step = time_fn(ce, repeats=repeats, warmup=1, inner=3)
+    for kind in ("dense", "compact"):
+        bank = create_prob_bank(kind, NUM_SAMPLES, 10, topk=3)
+        index, target = torch.randperm(NUM_SAMPLES)[:batch], torch.randint(0, 10, (batch,))
+        probs = torch.softmax(torch.randn(batch, 10), 1)
+
+        def bank_ops() -> None:
+            bank.get(index, target)
+            bank.update(index, probs)
+
+        ms = time_fn(bank_ops, repeats=repeats, warmup=2, inner=20) * 1e3
+        rows.append(row(SUITE, f"PS-KD bank {kind} read+write alone", "ms/step (baseline CE step)", ms,
+                        ce_step * 1e3, f"the bank's own cost per step of {batch} samples; noise-free upper "
+                        f"bound of the bank-mode overhead"))
     n, c = 1_281_167, 1000
     sizes = bank_sizes(["dense", "compact"], n, c, topk=10)
     rows.append(row(SUITE, "PS-KD bank 1.28M x 1000", "compact k=10 MB", sizes["compact"] / 2**20,

@@ -43,7 +43,7 @@ from timm.layers import to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from vsd.models._helpers import match_device_dtype
+from vsd.models._helpers import cifar_cfg, match_device_dtype
 
 __all__ = ["ConvNet", "ConvNetBlock"]
 
@@ -272,22 +272,7 @@ class ConvNet(nn.Module):
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
-    # CIFAR-10 statistics as in the MTT / DC code; no pretrained weights
-    return {
-        "url": "",
-        "num_classes": 10,
-        "input_size": (3, 32, 32),
-        "pool_size": None,
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "fixed_input_size": True,
-        "mean": (0.4914, 0.4822, 0.4465),
-        "std": (0.2023, 0.1994, 0.2010),
-        "first_conv": "blocks.0.conv",
-        "classifier": "classifier",
-        "license": "mit",
-        **kwargs,
-    }
+    return cifar_cfg("blocks.0.conv", "classifier", fixed_input_size=True, **kwargs)
 
 
 default_cfgs = generate_default_cfgs({f"convnet_d{d}": _cfg() for d in range(1, 6)})

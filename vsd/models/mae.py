@@ -33,6 +33,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from vsd.models._helpers import cifar_cfg
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
@@ -262,12 +264,8 @@ def encoder_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor
 
 # --------------------------------------------------------------------------------------------- registry
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
-    return {
-        "url": "", "num_classes": 10, "input_size": (3, 32, 32), "pool_size": None, "crop_pct": 1.0,
-        "interpolation": "bicubic", "fixed_input_size": True,
-        "mean": (0.4914, 0.4822, 0.4465), "std": (0.2023, 0.1994, 0.2010),
-        "first_conv": "patch_embed.proj", "classifier": "head", "license": "apache-2.0", **kwargs,
-    }
+    return cifar_cfg("patch_embed.proj", "head", interpolation="bicubic", fixed_input_size=True,
+                     license="apache-2.0", **kwargs)
 
 
 default_cfgs = generate_default_cfgs({"mae_vit_tiny_patch4_32": _cfg(), "mae_vit_small_patch4_32": _cfg()})

@@ -47,7 +47,7 @@ from timm.layers import create_classifier, to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from vsd.models._helpers import match_device_dtype
+from vsd.models._helpers import cifar_cfg, match_device_dtype
 
 __all__ = ["CifarResNet", "BasicBlock", "PadShortcut"]
 
@@ -237,21 +237,7 @@ class CifarResNet(nn.Module):
 
 
 def _cfg(**kwargs: Any) -> Dict[str, Any]:
-    # CIFAR-10 statistics (kuangliu / LDAM code); no pretrained weights
-    return {
-        "url": "",
-        "num_classes": 10,
-        "input_size": (3, 32, 32),
-        "pool_size": (4, 4),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": (0.4914, 0.4822, 0.4465),
-        "std": (0.2023, 0.1994, 0.2010),
-        "first_conv": "stem.conv",
-        "classifier": "fc",
-        "license": "mit",
-        **kwargs,
-    }
+    return cifar_cfg("stem.conv", "fc", **{"pool_size": (4, 4), **kwargs})
 
 
 default_cfgs = generate_default_cfgs({
