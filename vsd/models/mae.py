@@ -33,10 +33,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-
-from vsd.models._helpers import cifar_cfg
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
+
+from vsd.models._helpers import cifar_cfg
 
 __all__ = ["MaskedAutoencoderViT", "Masking", "MAEOutput", "random_masking", "check_mask_ratio",
            "encode_visible", "check_vit_compatible", "sincos_pos_embed_2d", "encoder_state_dict"]
