@@ -31,12 +31,13 @@ def test_end_to_end_export_and_transfer(tmp_path):
                "distill.transfer.labels_per_class=[2, 1]", "distill.transfer.seeds=1",
                "distill.transfer.pretrain_epochs=1", "distill.transfer.finetune_steps=2",
                "distill.transfer.protocols=[finetune, linear]",
+               "distill.transfer.options=[none, random, tm, krr_st, target]",
                f"distill.transfer.tm_export={tm_dir}")
     out = tmp_path / "run"
     results = run_distiller(cfg, out)
     json.dumps(results)  # JSON-serialisable for results.json
     assert {k for k in results if k.startswith("eval_")} == {
-        f"eval_{p}_{o}_{s}shot" for p in ("finetune", "linear") for o in ("none", "random", "tm", "krr_st")
+        f"eval_{p}_{o}_{s}shot" for p in ("finetune", "linear") for o in ("none", "random", "tm", "krr_st", "target")
         for s in (1, 2)}
     tensors, meta = load_distilled(out)
     assert meta["method"] == "krr_st" and meta["target_dim"] == tensors["targets"].shape[1] == results["target_dim"]

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-import kornia.augmentation as K
 import torch
 import torch.nn as nn
 
@@ -41,8 +40,8 @@ from vsd.distill.export import load_distilled, save_class_grids, save_distilled,
 from vsd.distill.krr import krr_st_outer_loss
 from vsd.distill.model_pool import ModelPool, member_features
 from vsd.distill.registry import register_distiller
-from vsd.distill.transfer import (PretrainSet, TargetTask, TransferConfig, create_network, load_tm_set,
-                                  make_target_task, run_transfer)
+from vsd.distill.transfer import (PretrainSet, PretrainSource, TargetTask, TransferConfig, create_network,
+                                  crop_flip, load_tm_set, make_target_task, run_transfer)
 from vsd.distill.mtt import resolve_device
 from vsd.distill.state import load_progress, save_progress
 from vsd.engine.checkpoint import CheckpointError, save_checkpoint
@@ -161,16 +160,6 @@ def _encode(encoder: nn.Module, images: torch.Tensor, device: torch.device, batc
     return torch.cat([encoder(images[i:i + batch].to(device)) for i in range(0, images.shape[0], batch)])
 
 
-def _real_augmentation(image_size: int, flip: bool) -> nn.Module:
-    """Crop with padding (+ flip) on the real batch, as the official ``aug_tr``."""
-    from vsd.data.transforms import crop_padding
-
-    ops: List[nn.Module] = [K.RandomCrop((image_size, image_size), padding=crop_padding(image_size))]
-    if flip:
-        ops.append(K.RandomHorizontalFlip())
-    return nn.Sequential(*ops)
-
-
 class _Distillation:
     """The mutable state of one KRR-ST run: synthetic set, optimizer, schedule, pool, batch sampler."""
 
@@ -200,7 +189,7 @@ class _Distillation:
             make_optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=d.pool_lr, momentum=d.pool_momentum,
                                                      weight_decay=d.pool_weight_decay),
             generator=torch.Generator().manual_seed(cfg.seed + 2))
-        self.augment = _real_augmentation(size, flip).to(device)
+        self.augment = crop_flip(size, flip).to(device)
         self.step = 0
         self.last_loss: Optional[float] = None
 
@@ -293,7 +282,7 @@ def _transfer(cfg: Config, out_dir: Path, source: torch.Tensor, encoder: nn.Modu
         pick = torch.randperm(source.shape[0], generator=gen)[:n]
         return PretrainSet(source[pick], _encode(encoder, source[pick], device).cpu(), "mse")
 
-    makers: Dict[str, Callable[[int], Optional[PretrainSet]]] = {}
+    makers: Dict[str, Callable[[int], PretrainSource]] = {}
     for option in t.options:
         if option == "none":
             makers[option] = lambda repeat: None
@@ -301,6 +290,8 @@ def _transfer(cfg: Config, out_dir: Path, source: torch.Tensor, encoder: nn.Modu
             makers[option] = random_subset
         elif option == "krr_st":
             makers[option] = lambda repeat: krr
+        elif option == "target":  # reference: the target model itself, pre-trained on the whole source
+            makers[option] = lambda repeat: encoder.model
         elif option == "tm":
             if t.tm_export is None:
                 log("transfer option 'tm' skipped: distill.transfer.tm_export is not set")
@@ -308,7 +299,7 @@ def _transfer(cfg: Config, out_dir: Path, source: torch.Tensor, encoder: nn.Modu
             tm = load_tm_set(t.tm_export, source.shape[1], source.shape[-1])
             makers[option] = lambda repeat: tm
         else:
-            raise ValueError(f"unknown transfer option {option!r}; valid: none, random, tm, krr_st")
+            raise ValueError(f"unknown transfer option {option!r}; valid: none, random, tm, krr_st, target")
 
     model = t.model or cfg.model.name
     kwargs = t.model_kwargs if t.model else dict(cfg.model.kwargs)

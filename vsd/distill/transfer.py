@@ -7,7 +7,8 @@ Pre-training options compared in the same protocol (KRR-ST, Lee et al., ICLR 202
 * ``random``: a random real subset of the source data of the same size, with the target model's
   representations as regression targets (MSE);
 * ``tm``: a trajectory-matching distilled set with its labels (cross-entropy; soft labels allowed);
-* ``krr_st``: the KRR-ST synthetic images with their learned target representations (MSE).
+* ``krr_st``: the KRR-ST synthetic images with their learned target representations (MSE);
+* ``target`` (a reference, not a distilled set): the target model itself, pre-trained on the whole source.
 
 Hyper-parameters follow the official code (db-Lee/selfsup_dd, ``test.py``): MSE pre-training with SGD
 (momentum 0.9) lr 0.1, wd 1e-3; CE pre-training lr 0.01, wd 5e-4; fine-tuning with SGD (momentum 0.9) lr 0.01,
@@ -36,8 +37,9 @@ import torch.nn.functional as F
 from vsd.distill.evaluate import accuracy, default_loss, summarize, train_network
 from vsd.distill.model_pool import head_keys, member_features
 
-__all__ = ["PretrainSet", "TargetTask", "TransferConfig", "create_network", "finetune_and_evaluate", "load_tm_set",
-           "linear_probe_evaluate", "make_target_task", "mse_loss_checked", "run_transfer", "transfer_backbone"]
+__all__ = ["PretrainSet", "PretrainSource", "TargetTask", "TransferConfig", "create_network", "crop_flip", "finetune_and_evaluate",
+           "linear_probe_evaluate", "load_tm_set", "make_target_task", "mse_loss_checked", "run_transfer",
+           "transfer_backbone"]
 
 
 def create_network(name: str, kwargs: Dict[str, Any], num_classes: int, in_chans: int, image_size: int) -> nn.Module:
@@ -126,8 +128,12 @@ def make_target_task(train: Tuple[torch.Tensor, torch.Tensor], test: Tuple[torch
     return TargetTask(torch.cat(picked_x), torch.cat(picked_y), torch.cat(test_x), torch.cat(test_y), classes)
 
 
-def _finetune_augmentation(image_size: int, flip: bool) -> nn.Module:
-    ops: List[nn.Module] = [K.RandomCrop((image_size, image_size), padding=max(1, image_size // 8))]
+def crop_flip(image_size: int, flip: bool) -> nn.Module:
+    """Kornia random crop with the data set's padding (``vsd.data.transforms.crop_padding``) + optional
+    horizontal flip: the official ``aug_tr`` used on real batches and for fine-tuning."""
+    from vsd.data.transforms import crop_padding
+
+    ops: List[nn.Module] = [K.RandomCrop((image_size, image_size), padding=crop_padding(image_size))]
     if flip:
         ops.append(K.RandomHorizontalFlip())
     return nn.Sequential(*ops)
@@ -142,7 +148,7 @@ def finetune_and_evaluate(model: nn.Module, task: TargetTask, *, steps: int = 50
     if missing:
         raise ValueError(f"the fine-tuning split lacks target classes {[task.classes[m] for m in missing]}; "
                          "every class of the target task needs at least one labelled image")
-    augment = _finetune_augmentation(task.train_images.shape[-1], flip)
+    augment = crop_flip(task.train_images.shape[-1], flip).to(device)
     model = model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
@@ -238,12 +244,16 @@ def linear_probe_evaluate(model: nn.Module, task: TargetTask, device: Union[str,
     return linear_probe(train, task.train_labels.numpy(), test, task.test_labels.numpy())
 
 
-def run_transfer(sets: Dict[str, Callable[[int], Optional[PretrainSet]]], make_task: Callable[[int], TargetTask],
+PretrainSource = Union[None, PretrainSet, nn.Module]
+
+
+def run_transfer(sets: Dict[str, Callable[[int], PretrainSource]], make_task: Callable[[int], TargetTask],
                  tcfg: TransferConfig, model_name: str, model_kwargs: Dict[str, Any], seed: int,
                  device: Union[str, torch.device] = "cpu", log: Optional[Callable[[str], None]] = None
                  ) -> Dict[str, Dict[str, Dict[str, Any]]]:
-    """Run every pre-training option of ``sets`` (name -> ``fn(repeat) -> PretrainSet or None``) for
-    ``tcfg.seeds`` repeats and every protocol of ``tcfg.protocols`` (``finetune``: the whole network;
+    """Run every pre-training option of ``sets`` (name -> ``fn(repeat)`` returning ``None``: no pre-training, a
+    :class:`PretrainSet` to pre-train a fresh network on, or an already pre-trained network of the transfer
+    architecture, e.g. the target model as a reference) for ``tcfg.seeds`` repeats and every protocol of ``tcfg.protocols`` (``finetune``: the whole network;
     ``linear``: a linear probe on the frozen backbone). Each repeat draws a fresh target task
     ``make_task(repeat)`` shared by all options and seeds torch identically for every option. Returns
     ``{protocol: {name: {"mean", "std", "accs"}}}`` (test top-1 in %, population std over repeats, as the
@@ -261,7 +271,9 @@ def run_transfer(sets: Dict[str, Callable[[int], Optional[PretrainSet]]], make_t
             torch.manual_seed(seed * 1000 + repeat)
             pset = make_set(repeat)
             net = create_network(model_name, model_kwargs, task.num_classes, shape[0], shape[-1])
-            if pset is not None:
+            if isinstance(pset, nn.Module):
+                net = transfer_backbone(pset, net)
+            elif pset is not None:
                 is_mse = pset.loss == "mse"
                 pre = create_network(model_name, model_kwargs, pset.out_dim, shape[0], shape[-1]).to(device)
                 train_network(pre, pset.images.to(device), pset.targets.to(device), epochs=tcfg.pretrain_epochs,

@@ -17,7 +17,8 @@ from typing import Dict, List, Tuple
 import torch
 
 OPTIONS = {"none": "no pre-training", "random": "random real subset + target-model representations",
-           "tm": "trajectory matching (MTT) set + its labels", "krr_st": "KRR-ST (images + learned targets)"}
+           "tm": "trajectory matching (MTT) set + its labels", "krr_st": "KRR-ST (images + learned targets)",
+           "target": "reference: the target model itself (Barlow Twins on all source images)"}
 PROTOCOLS = {"finetune": "fine-tuning the whole network", "linear": "linear probe on the frozen backbone"}
 
 
