@@ -65,7 +65,6 @@ def test_two_epoch_run(tmp_path):
     assert len(rows) == 2 and "train_uskd_weak" in rows[0] and float(rows[-1]["eval_top1"]) > 20.0
 
 
-@pytest.mark.slow
 def test_exact_resume_restores_weak_head(tmp_path):
     full = train(load_config(None, TINY + [f"output={tmp_path / 'full'}"]))
     cfg = load_config(None, TINY + [f"output={tmp_path / 'killed'}"])

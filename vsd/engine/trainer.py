@@ -213,7 +213,8 @@ class Trainer:
             from vsd.engine.io import atomic_path
 
             with atomic_path(self.out / "model.safetensors") as tmp:
-                save_file({k: v.contiguous() for k, v in unwrap_model(self.model).state_dict().items()}, str(tmp))
+                eval_state = unwrap_model(self.task.get_eval_model()).state_dict()
+                save_file({k: v.contiguous() for k, v in eval_state.items()}, str(tmp))
             atomic_write_json(self.out / "results.json", results)
         return results
 

@@ -41,6 +41,14 @@ class VSDTask(TrainingTask):
     needs_index: bool = False
     train_views: Optional[Sequence[str]] = None
 
+    def prepare_distributed(self, device_ids: Optional[list] = None, **ddp_kwargs: Any) -> "VSDTask":
+        """Wrap the trainable module in DDP (what timm's ``train.py`` calls; ``tools/train.py`` wraps the whole
+        task instead, so parameters a criterion owns are synchronised too)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.trainable_module = DistributedDataParallel(self.trainable_module, device_ids=device_ids, **ddp_kwargs)
+        return self
+
     def on_epoch_start(self, epoch: int) -> None:
         """Called before training epoch ``epoch`` (0-based)."""
 
