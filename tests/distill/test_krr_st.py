@@ -75,7 +75,13 @@ def test_resume_is_exact(tmp_path, monkeypatch):
 
 def test_resume_with_another_target_width_is_an_error(tmp_path):
     out = tmp_path / "run"
-    run_distiller(_cfg(), out)
+    first = run_distiller(_cfg(), out)
+    # a local target checkpoint is used as is (no Barlow Twins training, nothing saved in the new run)
+    other = tmp_path / "from_checkpoint"
+    results = run_distiller(_cfg(f"distill.target.checkpoint={out / 'target_model.safetensors'}",
+                                 "distill.iterations=1"), other)
+    assert results["target_dim"] == first["target_dim"] == 64  # convnet_d1, width 4, 8x8 -> 4 x 4 x 4
+    assert not (other / "target_model.safetensors").exists()
     (out / "target_model.safetensors").unlink()  # a different target model: 8x8 -> 4 channels * 2*2 = 16 wide
     with pytest.raises(ValueError, match="target representations must have width"):
         run_distiller(_cfg("distill.target.model=convnet_d2"), out)

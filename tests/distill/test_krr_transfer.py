@@ -75,6 +75,9 @@ class TestBarlowTwins:
             load_encoder_weights(create_network("convnet_d2", {"net_width": 4}, 0, 1, 8), tmp_path / "enc.safetensors")
         with pytest.raises(FileNotFoundError):
             load_encoder_weights(_tiny(0), tmp_path / "missing.safetensors")
+        # a foreign PyTorch state dict is read with weights_only=True
+        torch.save({"state_dict": enc.model.state_dict()}, tmp_path / "enc.pth")
+        torch.testing.assert_close(load_encoder_weights(_tiny(0), tmp_path / "enc.pth")(images[:3]), enc(images[:3]))
 
 
 class TestTransfer:

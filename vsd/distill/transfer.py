@@ -1,5 +1,5 @@
 """Transfer protocol for distilled sets: pre-train a fresh network on a small set, drop its head, fine-tune on a
-target task, report test top-1.
+target task (or fit a linear probe on the frozen backbone), report test top-1.
 
 Pre-training options compared in the same protocol (KRR-ST, Lee et al., ICLR 2024, section 4):
 
@@ -37,9 +37,9 @@ import torch.nn.functional as F
 from vsd.distill.evaluate import accuracy, default_loss, summarize, train_network
 from vsd.distill.model_pool import head_keys, member_features
 
-__all__ = ["PretrainSet", "PretrainSource", "TargetTask", "TransferConfig", "create_network", "crop_flip", "finetune_and_evaluate",
-           "linear_probe_evaluate", "load_tm_set", "make_target_task", "mse_loss_checked", "run_transfer",
-           "transfer_backbone"]
+__all__ = ["PretrainSet", "PretrainSource", "TargetTask", "TransferConfig", "create_network", "crop_flip",
+           "finetune_and_evaluate", "linear_probe_evaluate", "load_tm_set", "make_target_task", "mse_loss_checked",
+           "run_transfer", "transfer_backbone"]
 
 
 def create_network(name: str, kwargs: Dict[str, Any], num_classes: int, in_chans: int, image_size: int) -> nn.Module:
@@ -194,7 +194,10 @@ class PretrainSet:
 
 @dataclass
 class TransferConfig:
-    """Settings of the transfer benchmark run after distillation (``distill.transfer.*``)."""
+    """Settings of the transfer benchmark run after distillation (``distill.transfer.*``): ``dataset`` null means
+    ``data.name``; ``classes`` empty means all its classes; ``model`` null means ``model.name`` with
+    ``model.kwargs``; ``seeds`` = repeats per option (each a new labelled subset); ``tm_export`` = folder of a
+    trajectory-matching export for the ``tm`` option (skipped when null)."""
 
     enabled: bool = True
     dataset: Optional[str] = None
@@ -253,8 +256,9 @@ def run_transfer(sets: Dict[str, Callable[[int], PretrainSource]], make_task: Ca
                  ) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """Run every pre-training option of ``sets`` (name -> ``fn(repeat)`` returning ``None``: no pre-training, a
     :class:`PretrainSet` to pre-train a fresh network on, or an already pre-trained network of the transfer
-    architecture, e.g. the target model as a reference) for ``tcfg.seeds`` repeats and every protocol of ``tcfg.protocols`` (``finetune``: the whole network;
-    ``linear``: a linear probe on the frozen backbone). Each repeat draws a fresh target task
+    architecture, e.g. the target model as a reference) for ``tcfg.seeds`` repeats and every protocol of
+    ``tcfg.protocols`` (``finetune``: the whole network; ``linear``: a linear probe on the frozen backbone,
+    measured before fine-tuning). Each repeat draws a fresh target task
     ``make_task(repeat)`` shared by all options and seeds torch identically for every option. Returns
     ``{protocol: {name: {"mean", "std", "accs"}}}`` (test top-1 in %, population std over repeats, as the
     official code's ``np.std``)."""
