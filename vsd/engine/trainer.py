@@ -142,7 +142,7 @@ class Trainer:
         self.data.train = build_train_set(cfg, getattr(self.task, "train_views", None),
                                           bool(getattr(self.task, "needs_index", False)))
         self.loader = train_loader(self.data, cfg, self.env)
-        self.params = sum(p.numel() for p in self.model.parameters())
+        self.params = sum(p.numel() for p in unwrap_model(self.task.get_eval_model()).parameters())
         t = cfg.train
         self.optimizer = create_optimizer_v2(self.task, opt=t.opt, lr=t.lr, weight_decay=t.weight_decay,
                                              momentum=t.momentum)

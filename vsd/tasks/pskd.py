@@ -52,7 +52,7 @@ class PSKDConfig(MethodConfig):
 
 
 class _PSKDTask(VSDTask):
-    """Shared parts: the criterion, the alpha schedule and DDP wrapping of the trainable module."""
+    """Shared parts: the criterion and the alpha schedule."""
 
     def __init__(self, module: nn.Module, epochs: int, alpha_T: float, device: Optional[torch.device] = None,
                  verbose: bool = False) -> None:
@@ -62,12 +62,6 @@ class _PSKDTask(VSDTask):
         self.criterion = PSKDLoss()
         self.epochs = int(epochs)
         self.alpha_T = float(alpha_T)
-
-    def prepare_distributed(self, device_ids: Optional[list] = None, **ddp_kwargs: Any) -> "_PSKDTask":
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        self.trainable_module = DDP(self.trainable_module, device_ids=device_ids, **ddp_kwargs)
-        return self
 
     def _result(self, output: PSKDOutput, target: torch.Tensor) -> Dict[str, torch.Tensor]:
         loss = self.criterion(output, target)

@@ -7,7 +7,7 @@ joint logits for SLA, the single head for SLA+SD.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -51,12 +51,6 @@ class SLATask(VSDTask):
         super().__init__(device=device, verbose=verbose)
         self.trainable_module = SLAWrapper(model, num_classes, num_transforms, self_distill).to(self.device)
         self.criterion = (SLASDLoss(temperature, large_loss) if self_distill else SLALoss(large_loss))
-
-    def prepare_distributed(self, device_ids: Optional[list] = None, **ddp_kwargs: Any) -> "SLATask":
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        self.trainable_module = DDP(self.trainable_module, device_ids=device_ids, **ddp_kwargs)
-        return self
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Tensor]:  # type: ignore[override]
         output = self.trainable_module(input)
