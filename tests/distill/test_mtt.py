@@ -1,4 +1,6 @@
 """The mtt distiller end to end on digits (tiny): exact resume, divergence guard, bad input."""
+import json
+
 import pytest
 import torch
 
@@ -87,9 +89,12 @@ def test_tool_writes_results_and_refuses_bad_input(tmp_path, capsys):
             "distill.method=mtt", "distill.ipc=1", "distill.iterations=1", "distill.syn_steps=2",
             "distill.expert_epochs=1", "distill.max_start_epoch=1", "distill.num_experts=1",
             "distill.expert_train_epochs=1", f"distill.buffer_dir={tmp_path / 'b'}", "distill.eval_nets=1",
-            "distill.eval_epochs=1", "distill.progress=false", f"output={tmp_path / 'out'}"]
+            "distill.eval_epochs=1", "distill.progress=false", f"output={tmp_path / 'out'}",
+            "distill.backend=higher", "distill.inner_optimizer=adam", "distill.eval_models=[convnet_d2]"]
     assert tool.main(["--set", *base]) == 0
     assert (tmp_path / "out" / "results.json").exists() and (tmp_path / "out" / "config.yaml").exists()
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["status"] == "ok" and {"eval_distilled", "eval_random_real", "eval_distilled@convnet_d2"} <= set(results)
     assert tool.main(["--set", *base]) == 2 and "already holds a finished run" in capsys.readouterr().err
     assert tool.main(["--set", *base, "distill.ipc=500"]) == 2
 

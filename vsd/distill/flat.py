@@ -52,10 +52,6 @@ class FlatModel:
             for name, p in self.model.named_parameters():
                 p.copy_(values[name])
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
     def layout(self) -> Dict[str, List]:
         """JSON description of the parameter order (names and shapes), stored with expert buffers."""
         return {"names": list(self.names), "shapes": [list(s) for s in self.shapes]}

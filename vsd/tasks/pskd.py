@@ -102,15 +102,9 @@ class PSKDBankTask(_PSKDTask):
 
     def load_task_state(self, state: Optional[Dict[str, Any]], strict: bool = True, module: Any = None,
                         ema: bool = False) -> None:
-        if ema:
-            return
-        if not state:
-            if strict:
-                raise ValueError("the checkpoint has no PS-KD task state (the probability bank); it was not "
-                                 "written by a PS-KD bank-mode run")
-            return
-        self.on_epoch_start(int(state["epoch"]))
-        self.bank.load_state_dict(state["bank"])
+        if _usable_state(state, strict, ema, "the probability bank", "bank"):
+            self.on_epoch_start(int(state["epoch"]))
+            self.bank.load_state_dict(state["bank"])
 
 
 class PSKDSnapshotTask(_PSKDTask):
@@ -147,14 +141,18 @@ class PSKDSnapshotTask(_PSKDTask):
 
     def load_task_state(self, state: Optional[Dict[str, Any]], strict: bool = True, module: Any = None,
                         ema: bool = False) -> None:
-        if ema:
-            return
-        if not state:
-            if strict:
-                raise ValueError("the checkpoint has no PS-KD task state (the previous-epoch snapshot); it was not "
-                                 "written by a PS-KD snapshot-mode run")
-            return
-        self.wrapper.load_snapshot_state(state)
+        if _usable_state(state, strict, ema, "the previous-epoch snapshot", "snapshot"):
+            self.wrapper.load_snapshot_state(state)
+
+
+def _usable_state(state: Optional[Dict[str, Any]], strict: bool, ema: bool, what: str, mode: str) -> bool:
+    """Whether ``state`` should be loaded; a missing state under ``strict`` is an error naming the mode."""
+    if ema:
+        return False
+    if not state and strict:
+        raise ValueError(f"the checkpoint has no PS-KD task state ({what}); it was not written by a PS-KD "
+                         f"{mode}-mode run")
+    return bool(state)
 
 
 @register_task("pskd", PSKDConfig)
