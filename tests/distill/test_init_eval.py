@@ -49,7 +49,8 @@ def test_evaluation_with_soft_and_regression_targets():
     soft = torch.nn.functional.one_hot(labels, 3).float()
     assert evaluate_set(make, images, soft, images, labels, num_nets=1, epochs=20, lr=0.1, batch_size=8)["mean"] > 90
     mse = lambda out, t: ((out - t) ** 2).mean()  # noqa: E731
-    assert evaluate_set(make, images, soft, images, labels, num_nets=1, epochs=20, lr=0.1, batch_size=8, loss_fn=mse)["mean"] > 90
+    out = evaluate_set(make, images, soft, images, labels, num_nets=1, epochs=20, lr=0.1, batch_size=8, loss_fn=mse)
+    assert out["mean"] > 90
     with pytest.raises(ValueError, match="positive finite"):
         evaluate_set(make, images, labels, images, labels, num_nets=1, epochs=1, lr=float("nan"))
 

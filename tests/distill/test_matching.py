@@ -95,7 +95,8 @@ def test_matching_loss_against_hand_computation():
     x = torch.tensor(X).view(5, 1, 2, 2)
     plan = make_plan(5, 1, 0, None, 2, 2)
     for backend in ("unroll", "constant_memory", "higher"):
-        loss, _ = matching_grads(backend, fm, w0_t, [(1, torch.tensor(target))], x, torch.tensor(lr, dtype=torch.float64),
+        lr_t = torch.tensor(lr, dtype=torch.float64)
+        loss, _ = matching_grads(backend, fm, w0_t, [(1, torch.tensor(target))], x, lr_t,
                                  torch.tensor(Y), plan)
         assert abs(float(loss) - expected) < 1e-12
 

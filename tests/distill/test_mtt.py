@@ -94,7 +94,8 @@ def test_tool_writes_results_and_refuses_bad_input(tmp_path, capsys):
     assert tool.main(["--set", *base]) == 0
     assert (tmp_path / "out" / "results.json").exists() and (tmp_path / "out" / "config.yaml").exists()
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["status"] == "ok" and {"eval_distilled", "eval_random_real", "eval_distilled@convnet_d2"} <= set(results)
+    assert results["status"] == "ok"
+    assert {"eval_distilled", "eval_random_real", "eval_distilled@convnet_d2"} <= set(results)
     assert tool.main(["--set", *base]) == 2 and "already holds a finished run" in capsys.readouterr().err
     assert tool.main(["--set", *base, "distill.ipc=500"]) == 2
 

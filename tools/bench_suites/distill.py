@@ -3,8 +3,8 @@
 
 Memory is the peak of the *live* bytes autograd keeps saved for backward (counted with
 ``torch.autograd.graph.saved_tensors_hooks``; a saved tensor stops counting when its graph is freed), which is
-what grows with the unroll; the constant-memory engine's parameter history ((w_t, b_t) per step, a few floats
-per parameter) is reported in the notes.
+what grows with the unroll; the constant-memory engine's parameter history (w_t per step, also b_t with inner
+momentum) is reported in the notes.
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def run(quick: bool = False) -> List[Dict]:
         call, num_params = _problem(steps)
         mem = {b: live_saved_peak(lambda: call(b)) for b in ("unroll", "constant_memory")}
         sec = _interleaved_seconds(call, ("unroll", "constant_memory"), repeats)
-        history_mb = 2 * steps * num_params * 4 / 2**20
+        history_mb = steps * num_params * 4 / 2**20  # one [P] vector per step (no momentum)
         case = f"convnet_d3 w32 16x16, ipc 1, syn_steps {steps}"
         rows.append(row(SUITE, case, "activation MB: constant_memory vs unroll", mem["constant_memory"] / 2**20,
                         mem["unroll"] / 2**20, notes=f"+{history_mb:.1f} MB parameter history (constant_memory)"))

@@ -26,7 +26,7 @@ from torchvision.transforms import v2
 from vsd.data._tensor_dataset import ImageDataset
 from vsd.data.info import DatasetInfo
 from vsd.data.registry import create_dataset, dataset_info, register_dataset
-from vsd.data.transforms import crop_padding
+from vsd.data.transforms import _identity, crop_padding
 from vsd.data.wrappers import dataset_to_tensors
 
 
@@ -41,7 +41,7 @@ def _float_transform(transform: Any, info: DatasetInfo) -> Callable[[torch.Tenso
     if callable(transform):
         return transform
     if transform in ("eval", "none"):
-        return lambda x: x
+        return _identity  # picklable, so DataLoader workers can use it
     if transform in ("train", "weak"):
         ops = [v2.RandomCrop(info.image_size, padding=crop_padding(info.image_size))]
         if info.hflip:

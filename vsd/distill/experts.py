@@ -6,7 +6,8 @@ MTT (Cazenavette et al., CVPR 2022, ``buffer.py``): plain SGD lr 0.01, no moment
 ``utils.epoch_gp``): SGD momentum 0.9, weight decay 1e-3, lr 0.003, lr x0.6 at epoch ``epochs // 2 + 1``, the
 cross-entropy scaled by :math:`0.5 + 0.05 e` in epochs :math:`e = 0..9` ("loss scaling"), and a gradient penalty
 
-.. math:: \lambda \cdot \mathrm{mean}_i \big(\lVert \partial\, \textstyle\sum_k f_k(x_i) / \partial x_i \rVert_2 - 1\big)^2
+.. math::
+    \lambda \cdot \mathrm{mean}_i \big(\lVert \partial \textstyle\sum_k f_k(x_i) / \partial x_i \rVert_2 - 1\big)^2
     \quad(\lambda = 2).
 
 Deliberate differences from the official code: the gradient-penalty norm is taken per sample over all pixels and

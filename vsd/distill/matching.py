@@ -188,11 +188,11 @@ def _constant_memory(fm, w0, targets, images, syn_lr, labels, plan, augment, mom
     w0 = w0.detach()
     lr = syn_lr.detach()
     x_det, y_det = images.detach(), labels.detach()
-    states: List[Tuple[torch.Tensor, torch.Tensor]] = []
+    states: List[Tuple[torch.Tensor, Optional[torch.Tensor]]] = []
     w, b = w0, torch.zeros_like(w0)
     iterates: Dict[int, torch.Tensor] = {}
-    for t, step in enumerate(plan):  # forward: keep (w_t, b_{t-1}) only
-        states.append((w, b))
+    for t, step in enumerate(plan):  # forward: keep (w_t, b_{t-1}) only; b only with momentum
+        states.append((w, b if momentum else None))
         w_req = w.detach().requires_grad_(True)
         with torch.enable_grad():
             g = torch.autograd.grad(inner_loss(fm, w_req, x_det, y_det, step, augment, ce_scale), w_req)[0]
@@ -213,7 +213,7 @@ def _constant_memory(fm, w0, targets, images, syn_lr, labels, plan, augment, mom
     for t in reversed(range(len(plan))):  # backward: one step's graph at a time
         w_t, b_prev = states[t]
         w_req = w_t.detach().requires_grad_(True)
-        b_req = b_prev.detach().requires_grad_(True)
+        b_req = (b_prev if b_prev is not None else torch.zeros_like(w_t)).detach().requires_grad_(True)
         x_leaf, lr_leaf, y_leaf, _ = _leaves(images, syn_lr, labels)
         with torch.enable_grad():
             g = torch.autograd.grad(inner_loss(fm, w_req, x_leaf, y_leaf, plan[t], augment, ce_scale), w_req,
