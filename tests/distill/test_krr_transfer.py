@@ -5,9 +5,10 @@ import torch
 from vsd.distill.barlow import (barlow_twins_loss, build_projector, load_encoder_weights, ssl_augmentation,
                                 train_barlow_twins)
 from vsd.distill.evaluate import train_network
-from vsd.distill.transfer import (PretrainSet, TransferConfig, create_network, finetune_and_evaluate,
+from vsd.distill.transfer import (PretrainSet, TransferConfig, finetune_and_evaluate,
                                   linear_probe_evaluate, make_target_task, mse_loss_checked, run_transfer,
                                   transfer_backbone)
+from vsd.models import create_network
 
 
 def _tiny(num_classes, in_chans=1, size=8):

@@ -12,7 +12,7 @@ from bench_suites._common import row, time_fn
 from vsd.distill.krr import kernel_ridge_predict
 from vsd.distill.krr_st import krr_st_outer_loss
 from vsd.distill.model_pool import member_features
-from vsd.distill.transfer import create_network
+from vsd.models import create_network
 
 SUITE = "krr"
 

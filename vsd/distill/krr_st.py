@@ -40,12 +40,13 @@ from vsd.distill.export import load_distilled, save_class_grids, save_distilled,
 from vsd.distill.krr import krr_st_outer_loss
 from vsd.distill.model_pool import ModelPool, member_features
 from vsd.distill.registry import register_distiller
-from vsd.distill.transfer import (PretrainSet, PretrainSource, TargetTask, TransferConfig, create_network,
-                                  crop_flip, load_tm_set, make_target_task, run_transfer)
-from vsd.distill.mtt import resolve_device
 from vsd.distill.state import load_progress, save_progress
+from vsd.distill.transfer import (PretrainSet, PretrainSource, TargetTask, TransferConfig,
+                                  crop_flip, load_tm_set, make_target_task, run_transfer)
 from vsd.engine.checkpoint import CheckpointError, save_checkpoint
+from vsd.engine.distributed import resolve_device
 from vsd.engine.rng import seed_everything
+from vsd.models import create_network
 
 __all__ = ["KRRSTConfig", "TargetModelConfig", "distill_krr_st", "load_krr_st_set"]
 

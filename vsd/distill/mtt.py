@@ -164,23 +164,12 @@ class Problem:
     device: torch.device
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def model_factory(name: str, kwargs: Dict[str, Any], info: Any) -> Callable[..., nn.Module]:
-    """A zero-argument builder of fresh networks for this data set (``img_size`` passed when accepted)."""
-    from vsd.models import create_model
-
-    base = {"num_classes": info.num_classes, "in_chans": info.in_chans, **kwargs}
+    """A builder of fresh networks for this data set (``img_size`` passed when accepted)."""
+    from vsd.models import create_network
 
     def make(model_name: str = name) -> nn.Module:
-        try:
-            return create_model(model_name, **{"img_size": info.image_size, **base})
-        except TypeError:
-            return create_model(model_name, **base)
+        return create_network(model_name, kwargs, info.num_classes, info.in_chans, info.image_size)
 
     return make
 
@@ -467,7 +456,7 @@ def evaluate_all(cfg: Config, problem: Problem, images: torch.Tensor, targets: t
 @register_distiller("mtt", MTTConfig)
 def distill_mtt(cfg: Config, out_dir: Path) -> Dict[str, Any]:
     """Run MTT from ``cfg`` into ``out_dir`` and return the results (see the module docstring)."""
-    from vsd.engine.distributed import init_distributed
+    from vsd.engine.distributed import init_distributed, resolve_device
 
     d: MTTConfig = cfg.distill
     t_start = time.time()

@@ -36,26 +36,11 @@ import torch.nn.functional as F
 
 from vsd.distill.evaluate import accuracy, default_loss, summarize, train_network
 from vsd.distill.model_pool import head_keys, member_features
+from vsd.models import create_network
 
-__all__ = ["PretrainSet", "PretrainSource", "TargetTask", "TransferConfig", "create_network", "crop_flip",
+__all__ = ["PretrainSet", "PretrainSource", "TargetTask", "TransferConfig", "crop_flip",
            "finetune_and_evaluate", "linear_probe_evaluate", "load_tm_set", "make_target_task", "mse_loss_checked",
            "run_transfer", "transfer_backbone"]
-
-
-def create_network(name: str, kwargs: Dict[str, Any], num_classes: int, in_chans: int, image_size: int) -> nn.Module:
-    """A fresh timm/vsd network with ``num_classes`` outputs for ``in_chans`` x ``image_size`` inputs.
-
-    ``img_size`` is passed when the architecture accepts it (vsd models do; most timm CNNs do not)."""
-    from vsd.models import create_model
-
-    kw = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
-    if "img_size" not in kw:
-        try:
-            return create_model(name, img_size=image_size, **kw)
-        except TypeError as err:
-            if "img_size" not in str(err):
-                raise
-    return create_model(name, **kw)
 
 
 def _batches(n: int, batch_size: int) -> List[torch.Tensor]:

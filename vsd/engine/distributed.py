@@ -25,6 +25,13 @@ class DistEnv:
         return self.world_size > 1
 
 
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; any other name is passed to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def init_distributed(device_type: str) -> DistEnv:
     """Initialise the default process group from torchrun's environment variables (no-op when absent)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

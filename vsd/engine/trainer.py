@@ -22,19 +22,18 @@ from tqdm import tqdm
 
 from vsd.config import Config, config_from_dict, config_to_dict, save_config
 from vsd.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
-from vsd.engine.distributed import DistEnv, barrier, init_distributed, shutdown
+from vsd.engine.distributed import DistEnv, barrier, init_distributed, resolve_device, shutdown
 from vsd.engine.io import atomic_write_json
 from vsd.engine.loaders import (Loaders, RunData, build_eval_data, build_train_set, drop_last, eval_loader,
                                 start_epoch, train_loader)
 from vsd.engine.metrics import ClassificationMeter
 from vsd.engine.rng import capture_rng_state, restore_rng_state, seed_everything
 from vsd.engine.summary import write_summary
-from vsd.models import create_model
+from vsd.models import create_network
 from vsd.tasks import TaskContext, create_task
 
 CHECKPOINT_NAME = "checkpoint-last.safetensors"
 RUN_FILES = ("config.yaml", "summary.csv", "results.json", CHECKPOINT_NAME)
-_IMG_SIZE_MODELS = ("convnet", "vit", "mae", "deit")
 
 
 class TrainingDiverged(RuntimeError):
@@ -49,19 +48,9 @@ class OutputExists(FileExistsError):
     """The output folder already holds another run."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def build_model(cfg: Config, info: Any) -> torch.nn.Module:
     """Create ``cfg.model.name`` sized for the data set; load ``cfg.model.checkpoint`` weights if given."""
-    kwargs: Dict[str, Any] = {"num_classes": info.num_classes, "in_chans": info.in_chans}
-    if cfg.model.name.startswith(_IMG_SIZE_MODELS):
-        kwargs["img_size"] = info.image_size
-    kwargs.update(cfg.model.kwargs)
-    model = create_model(cfg.model.name, **kwargs)
+    model = create_network(cfg.model.name, cfg.model.kwargs, info.num_classes, info.in_chans, info.image_size)
     if cfg.model.checkpoint:
         load_pretrained(model, cfg.model.checkpoint)
     return model

@@ -11,7 +11,7 @@ Example:
     >>> model = create_model("resnet32_cifar", num_classes=100)
 """
 import difflib
-from typing import Any, List
+from typing import Any, Dict, List
 
 import timm
 from torch import nn
@@ -21,7 +21,7 @@ from vsd.models import mae  # noqa: F401  (registers the MAE models)
 from vsd.models.convnet import ConvNet
 from vsd.models.resnet_cifar import CifarResNet
 
-__all__ = ["create_model", "list_vsd_models", "ConvNet", "CifarResNet"]
+__all__ = ["create_model", "create_network", "list_vsd_models", "ConvNet", "CifarResNet"]
 
 
 def list_vsd_models() -> List[str]:
@@ -52,3 +52,23 @@ def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Modul
             "(any timm model name works too; see timm.list_models())."
         )
     return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+
+def create_network(name: str, kwargs: Dict[str, Any], num_classes: int, in_chans: int, image_size: int) -> nn.Module:
+    """A fresh network with ``num_classes`` outputs for ``in_chans`` x ``image_size`` inputs.
+
+    ``img_size`` is passed when the architecture accepts it (vsd's models and timm's ViTs do; most timm CNNs do
+    not); ``kwargs`` override everything.
+
+    Example:
+        >>> create_network("convnet_d1", {"net_width": 8}, num_classes=3, in_chans=1, image_size=8).num_features
+        128
+    """
+    base = {"num_classes": num_classes, "in_chans": in_chans, **kwargs}
+    if "img_size" not in base:
+        try:
+            return create_model(name, img_size=image_size, **base)
+        except TypeError as err:
+            if "img_size" not in str(err):
+                raise
+    return create_model(name, **base)
