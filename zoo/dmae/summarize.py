@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Mean +- std over seeds of the runs written by zoo/dmae/digits_table.sh and the random-teacher runs.
 
-    python zoo/dmae/summarize.py runs/repr_table ft_none ft_mae ft_dmae ft_fpsd         # eval_top1 of fine-tunes
+    python zoo/dmae/summarize.py runs/repr_table2 ft_none ft_mae ft_dmae ft_fpsd         # eval_top1 of fine-tunes
     python zoo/dmae/summarize.py runs/repr_rt photos photos_bn --metrics eval_probe_student_linear ...
 """
 import argparse
