@@ -68,7 +68,7 @@ def _interleaved(cases: Dict[str, Callable[[], None]], rounds: int, inner: int) 
 
 def run(quick: bool = False) -> List[Dict]:
     torch.manual_seed(0)
-    rounds, inner = (3, 2) if quick else (9, 3)
+    rounds, inner = (3, 2) if quick else (21, 3)
     batch = 64
     x, y = torch.randn(batch, 1, 16, 16), torch.randint(0, 10, (batch,))
     steps = _interleaved({
