@@ -105,18 +105,19 @@ def _ddp_worker(rank, world, init_file, kind, queue):
 
 @pytest.mark.parametrize("kind", ["dense", "compact"])
 def test_ddp_ranks_hold_the_full_bank(tmp_path, kind):
-    ctx = mp.get_context("fork")
+    # spawn, not fork: forking a process whose torch thread pools already run can deadlock gloo
+    ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_ddp_worker, args=(r, 2, tmp_path / "init", kind, queue)) for r in range(2)]
     for p in procs:
         p.start()
+    results = {}
+    for _ in procs:  # read before join: a child exits only once its queued data is consumed
+        rank, *tensors = queue.get(timeout=120)
+        results[rank] = [torch.tensor(t) for t in tensors]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    results = {}
-    for _ in procs:
-        rank, *tensors = queue.get(timeout=5)
-        results[rank] = [torch.tensor(t) for t in tensors]
     (idx0, own0, all0, w0), (idx1, own1, all1, w1) = results[0], results[1]
     assert torch.equal(all0, all1) and torch.equal(w0, w1)
     assert w0.tolist() == [True, True, True, False, False, True, True, False]
