@@ -58,7 +58,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings; ``opt``/``sched`` are names understood by timm's factories."""
+    """Optimisation settings; ``opt``/``sched`` are names understood by timm's factories (``sched: multistep``
+    decays the lr by ``decay_rate`` at each epoch in ``decay_milestones``)."""
 
     epochs: int = 30
     batch_size: int = 64
@@ -68,6 +69,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     sched: str = "cosine"
+    decay_milestones: List[int] = field(default_factory=lambda: [90, 180, 270])
+    decay_rate: float = 0.1
     warmup_epochs: int = 0
     min_lr: float = 0.0
     label_smoothing: float = 0.0

@@ -100,3 +100,10 @@ def test_labels_out_of_range_are_a_clear_error():
     task = CETask(torch.nn.Linear(4, 3), criterion=torch.nn.CrossEntropyLoss(), verbose=False)
     with pytest.raises(ValueError, match=r"target labels must lie in \[0, 3\).*\[0, 7\]"):
         task(torch.randn(2, 4), torch.tensor([0, 7]))
+
+
+def test_multistep_schedule_decays_at_the_milestones(tmp_path):
+    train(tiny_cfg(tmp_path / "ms", "train.epochs=4", "train.sched=multistep", "train.decay_milestones=[2, 3]",
+                   "train.lr=0.1"))
+    lrs = [float(r["lr"]) for r in _rows(tmp_path / "ms")]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.001])

@@ -137,6 +137,7 @@ class Trainer:
                                              momentum=t.momentum)
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer, sched=t.sched, num_epochs=t.epochs, warmup_epochs=t.warmup_epochs, min_lr=t.min_lr,
+            decay_milestones=list(t.decay_milestones), decay_rate=t.decay_rate,
             step_on_epochs=False, updates_per_epoch=len(self.loader),
         )
         if t.ema:
@@ -215,6 +216,7 @@ class Trainer:
         sums: Dict[str, float] = {}
         count = 0
         t0 = time.time()
+        lr = self.optimizer.param_groups[0]["lr"]  # the lr this epoch starts with
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                    disable=not (self.env.is_main and sys.stderr.isatty()))
         for batch_idx, batch in enumerate(bar):
@@ -232,7 +234,7 @@ class Trainer:
         row: Dict[str, Any] = {"epoch": epoch + 1}
         for i, k in enumerate(sorted(sums)):
             row[f"train_{k}"] = float(totals[i + 1] / totals[0])
-        row["lr"] = self.optimizer.param_groups[0]["lr"]
+        row["lr"] = lr
         row["_t0"] = t0
         return row
 
