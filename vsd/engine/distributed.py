@@ -52,15 +52,6 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
-def broadcast_object(obj, env: DistEnv):
-    """Send a picklable Python object from rank 0 to every rank (used only for in-process values)."""
-    if not env.enabled:
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
 def shutdown(env: DistEnv) -> None:
     if env.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -213,7 +213,7 @@ class Trainer:
         self.task.train()
         self.task.on_epoch_start(epoch)
         start_epoch(self.loader, cfg.seed, epoch)
-        sums: Dict[str, float] = {}
+        sums: Dict[str, torch.Tensor] = {}  # device tensors: no host sync per step
         count = 0
         t0 = time.time()
         lr = self.optimizer.param_groups[0]["lr"]  # the lr this epoch starts with
@@ -226,11 +226,14 @@ class Trainer:
             n = _batch_size(batch)
             count += n
             for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + v * n
-            bar.set_postfix(loss=f"{out['loss']:.4f}")
-        totals = torch.tensor([count] + [sums[k] for k in sorted(sums)], dtype=torch.float64)
-        if self.env.enabled:
+                sums[k] = sums.get(k, 0.0) + v.double() * n
+            if not bar.disable and (batch_idx + 1) % cfg.train.log_interval == 0:
+                bar.set_postfix(loss=f"{float(out['loss']):.4f}")
+        totals = torch.stack([torch.tensor(float(count), dtype=torch.float64, device=self.device)]
+                             + [sums[k] for k in sorted(sums)])
+        if self.env.enabled:  # on the run's device: nccl reduces CUDA tensors only
             torch.distributed.all_reduce(totals)
+        totals = totals.cpu()
         row: Dict[str, Any] = {"epoch": epoch + 1}
         for i, k in enumerate(sorted(sums)):
             row[f"train_{k}"] = float(totals[i + 1] / totals[0])
@@ -238,7 +241,7 @@ class Trainer:
         row["_t0"] = t0
         return row
 
-    def _train_step(self, batch: Any, epoch: int, batch_idx: int) -> Dict[str, float]:
+    def _train_step(self, batch: Any, epoch: int, batch_idx: int) -> Dict[str, torch.Tensor]:
         cfg = self.cfg
         batch = _to_device(batch, self.device)
         x, y = batch[0], batch[1]
@@ -260,7 +263,7 @@ class Trainer:
         self.step += 1
         self.scheduler.step_update(self.step)
         self.task.update_ema(step=self.step)
-        return {k: float(v.detach()) for k, v in result.items()
+        return {k: v.detach() for k, v in result.items()
                 if k != "output" and isinstance(v, torch.Tensor) and v.dim() == 0}
 
     @torch.no_grad()
