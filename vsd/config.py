@@ -5,7 +5,14 @@ Every section is a dataclass with defaults. Loading is strict:
 * an unknown key raises :class:`ConfigError` naming the key and the closest valid one;
 * a value of the wrong type raises :class:`ConfigError` naming the key, the value and the expected type;
 * ``--set`` strings are parsed with YAML rules (``3`` -> int, ``1e-3`` -> float, ``[1, 2]`` -> list) and then
-  coerced to the field's type.
+  coerced to the field's type;
+* a value out of its range raises :class:`ConfigError` naming the key, the value and the allowed range: every
+  float must be finite, and a field may declare bounds with ``field(metadata=bounds(...))`` or
+  ``metadata={"choices": (...)}`` (checked whenever a section is built, so a bad value never reaches a run);
+* a YAML file holding the same key twice is refused.
+
+:func:`validate_config` adds the checks that depend on the machine (is ``train.device`` available?);
+:func:`load_config` calls it.
 
 Two sections are *dynamic*: ``method`` (selected by ``method.name``) and ``distill`` (selected by
 ``distill.method``). Their remaining keys are validated against the dataclass registered for that name with
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,6 +41,18 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the key and what was expected."""
 
 
+def bounds(lo: Optional[float] = None, hi: Optional[float] = None, *, lo_open: bool = False,
+           hi_open: bool = False, increasing: bool = False) -> Dict[str, Any]:
+    """Field metadata: the value (each item of a list; ``None`` is always allowed for an Optional) must lie in
+    ``[lo, hi]`` (``(lo, ...`` / ``..., hi)`` when open); ``increasing``: list items strictly increase."""
+    return {"bounds": (lo, hi, lo_open, hi_open, increasing)}
+
+
+#: Largest accepted ``data.image_size`` (one 3 x 2048 x 2048 image is 12 MB as uint8).
+MAX_IMAGE_SIZE = 2048
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 # --------------------------------------------------------------------------------------------- sections
 @dataclass
 class DataConfig:
@@ -40,10 +60,10 @@ class DataConfig:
 
     name: str = "digits"
     root: Optional[str] = None
-    image_size: Optional[int] = None
+    image_size: Optional[int] = field(default=None, metadata=bounds(1, MAX_IMAGE_SIZE))
     download: bool = False
-    train_transform: str = "train"
-    num_workers: int = 0
+    train_transform: str = field(default="train", metadata={"choices": ("eval", "train", "weak", "strong", "none")})
+    num_workers: int = field(default=0, metadata=bounds(0, 256))
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -61,26 +81,28 @@ class TrainConfig:
     """Optimisation settings; ``opt``/``sched`` are names understood by timm's factories (``sched: multistep``
     decays the lr by ``decay_rate`` at each epoch in ``decay_milestones``)."""
 
-    epochs: int = 30
-    batch_size: int = 64
-    eval_batch_size: int = 256
+    epochs: int = field(default=30, metadata=bounds(1))
+    batch_size: int = field(default=64, metadata=bounds(1))
+    eval_batch_size: int = field(default=256, metadata=bounds(1))
     opt: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    sched: str = "cosine"
-    decay_milestones: List[int] = field(default_factory=lambda: [90, 180, 270])
-    decay_rate: float = 0.1
-    warmup_epochs: int = 0
-    min_lr: float = 0.0
-    label_smoothing: float = 0.0
-    clip_grad: Optional[float] = None
+    lr: float = field(default=0.05, metadata=bounds(0, lo_open=True))
+    momentum: float = field(default=0.9, metadata=bounds(0, 1))
+    weight_decay: float = field(default=5e-4, metadata=bounds(0))
+    sched: str = field(default="cosine", metadata={"choices": ("cosine", "tanh", "step", "multistep", "constant",
+                                                               "poly", "plateau", "none")})
+    decay_milestones: List[int] = field(default_factory=lambda: [90, 180, 270],
+                                        metadata=bounds(1, increasing=True))
+    decay_rate: float = field(default=0.1, metadata=bounds(0, 1, lo_open=True))
+    warmup_epochs: int = field(default=0, metadata=bounds(0))
+    min_lr: float = field(default=0.0, metadata=bounds(0))
+    label_smoothing: float = field(default=0.0, metadata=bounds(0, 1, hi_open=True))
+    clip_grad: Optional[float] = field(default=None, metadata=bounds(0, lo_open=True))
     ema: bool = False
-    ema_decay: float = 0.999
+    ema_decay: float = field(default=0.999, metadata=bounds(0, 1))
     amp: bool = True
     channels_last: bool = True
-    checkpoint_every: int = 1
-    log_interval: int = 50
+    checkpoint_every: int = field(default=1, metadata=bounds(1))
+    log_interval: int = field(default=50, metadata=bounds(1))
     device: str = "auto"
 
 
@@ -88,7 +110,7 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation settings shared by training and distillation."""
 
-    ece_bins: int = 15
+    ece_bins: int = field(default=15, metadata=bounds(1, 10000))
 
 
 @dataclass
@@ -130,7 +152,7 @@ class Config:
     """The root of the configuration tree (stable keys: data.name, data.root, model.name, method.name,
     train.epochs, train.batch_size, seed, output)."""
 
-    seed: int = 0
+    seed: int = field(default=0, metadata=bounds(0, 2**32 - 1))
     output: str = "runs/default"
     overwrite: bool = False
     data: DataConfig = field(default_factory=DataConfig)
@@ -259,7 +281,88 @@ def _build(cls: type, raw: Any, prefix: str, current: Any = None) -> Any:
             values[key] = _build(tp, value, f"{full}.", values.get(key))
         else:
             values[key] = _coerce(value, tp, full)
-    return cls(**values)
+    obj = cls(**values)
+    for f in dataclasses.fields(cls):
+        _check_value(f, getattr(obj, f.name), f"{prefix}{f.name}")
+    return obj
+
+
+def _check_value(f: dataclasses.Field, value: Any, key: str) -> None:
+    """Range checks of one built field: finite floats, declared :func:`bounds` and ``choices``."""
+    for i, item in enumerate(value if isinstance(value, list) else [value]):
+        if isinstance(item, float) and not math.isfinite(item):
+            where = f"[{i}]" if isinstance(value, list) else ""
+            raise ConfigError(f"config key '{key}{where}': value {item} is not a finite number")
+    if key == "train.device":
+        _check_device_name(value)
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config key '{key}': value {value!r} is not one of {', '.join(map(str, choices))}")
+    if "bounds" not in f.metadata or value is None:
+        return
+    lo, hi, lo_open, hi_open, increasing = f.metadata["bounds"]
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        too_low = lo is not None and (item <= lo if lo_open else item < lo)
+        too_high = hi is not None and (item >= hi if hi_open else item > hi)
+        if too_low or too_high:
+            allowed = " and ".join(part for part in (
+                None if lo is None else f"{'>' if lo_open else '>='} {lo}",
+                None if hi is None else f"{'<' if hi_open else '<='} {hi}") if part)
+            shown = f"{item!r}" if item is value else f"{value!r} (item {item!r})"
+            raise ConfigError(f"config key '{key}': value {shown} is out of range; expected {allowed}")
+    if increasing and any(b <= a for a, b in zip(items, items[1:])):
+        raise ConfigError(f"config key '{key}': value {value!r} must be strictly increasing")
+
+
+def _check_device_name(name: str) -> None:
+    if name == "auto":
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise ConfigError(f"config key 'train.device': value {name!r} is not a device; expected auto, cpu, cuda, "
+                          "cuda:<index> or mps")
+
+
+def check_device_available(name: str) -> None:
+    """Raise :class:`ConfigError` unless device ``name`` (``auto``, ``cpu``, ``cuda[:i]``, ``mps``) exists here."""
+    _check_device_name(name)
+    if name in ("auto", "cpu"):
+        return
+    import torch
+
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"config key 'train.device': {name!r} is not available (this machine has no CUDA "
+                              "device); use train.device=cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"config key 'train.device': {name!r} is not available (CUDA devices: 0..{count - 1})")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"config key 'train.device': {name!r} is not available here; use train.device=cpu or auto")
+
+
+def validate_config(cfg: Config) -> Config:
+    """The checks of a whole config: every value's range (again, for a ``Config`` built in Python rather than
+    loaded) and that ``train.device`` is available on this machine. Returns ``cfg``."""
+    _check_tree(cfg, "")
+    check_device_available(cfg.train.device)
+    return cfg
+
+
+def _check_tree(obj: Any, prefix: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_tree(value, f"{prefix}{f.name}.")
+        else:
+            _check_value(f, value, f"{prefix}{f.name}")
 
 
 def config_from_dict(raw: Optional[Dict[str, Any]], base: Optional[Config] = None) -> Config:
@@ -276,9 +379,10 @@ def parse_override(item: str) -> Dict[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"cannot parse override {item!r}: the key {key!r} is empty or malformed")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = safe_load_yaml(text) if text.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"cannot parse override {item!r}: value {text!r} is not valid YAML ({err})") from None
+        raise ConfigError(f"cannot parse override {item!r}: value {text!r} is not valid YAML "
+                          f"({_yaml_error(err)})") from None
     nested: Dict[str, Any] = {}
     node = nested
     parts = key.split(".")
@@ -288,14 +392,46 @@ def parse_override(item: str) -> Dict[str, Any]:
     return nested
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping holding the same key twice (YAML keys are unique; PyYAML
+    would silently keep the last value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        seen: Dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_error(err: yaml.YAMLError) -> str:
+    """One line: the problem and where it is."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
+def safe_load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _read_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {str(path)!r} cannot be read as UTF-8 text: {err}") from None
+    try:
+        raw = safe_load_yaml(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_yaml_error(err)}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -305,11 +441,12 @@ def _read_yaml(path: Union[str, Path]) -> Dict[str, Any]:
 
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = (),
                 base: Optional[Config] = None) -> Config:
-    """Load a config: defaults (or ``base``) <- YAML file <- ``--set`` overrides, in that order."""
+    """Load a config: defaults (or ``base``) <- YAML file <- ``--set`` overrides, in that order; then
+    :func:`validate_config`."""
     cfg = config_from_dict(_read_yaml(path), base) if path is not None else (base or Config())
     for item in overrides:
         cfg = config_from_dict(parse_override(item), cfg)
-    return cfg
+    return validate_config(cfg)
 
 
 def config_to_dict(cfg: Any) -> Dict[str, Any]:

@@ -1,7 +1,9 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, then ``os.replace``.
 
 A reader (or a run killed mid-write) therefore sees either the old file or the complete new one, never a
-half-written file.
+half-written file. The written file gets the mode a plain ``open(path, "w")`` would give it (``0o666`` minus the
+process umask), not the ``0o600`` of the temporary file. A kill inside the write window leaves a
+``.<name>.<random>.tmp`` file behind; :func:`remove_stale_temporaries` deletes those when a run starts.
 """
 from __future__ import annotations
 
@@ -27,10 +29,36 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows; else set and restore)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(folder: PathLike) -> list:
+    """Delete the ``.<name>.<random>.tmp`` files a killed atomic write left in ``folder``; return their paths.
+    Call it only while no other process writes into ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

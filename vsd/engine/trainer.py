@@ -12,7 +12,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from timm.optim import create_optimizer_v2
@@ -20,7 +20,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils.model import unwrap_model
 from tqdm import tqdm
 
-from vsd.config import Config, config_from_dict, config_to_dict, save_config
+from vsd.config import Config, config_to_dict, validate_config
 from vsd.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from vsd.engine.distributed import DistEnv, barrier, init_distributed, resolve_device, shutdown
 from vsd.engine.io import atomic_write_json
@@ -28,13 +28,11 @@ from vsd.engine.loaders import (Loaders, RunData, build_eval_data, build_train_s
                                 start_epoch, train_loader)
 from vsd.engine.metrics import ClassificationMeter
 from vsd.engine.rng import capture_rng_state, restore_rng_state, seed_everything
+from vsd.engine.run_folder import (CHECKPOINT_NAME, OutputExists, check_output, check_resume,  # noqa: F401
+                                   prepare_output, resume_overrides_config)
 from vsd.engine.summary import write_summary
 from vsd.models import create_network
 from vsd.tasks import TaskContext, create_task
-
-CHECKPOINT_NAME = "checkpoint-last.safetensors"
-RUN_FILES = ("config.yaml", "summary.csv", "results.json", CHECKPOINT_NAME)
-
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
@@ -42,10 +40,6 @@ class TrainingDiverged(RuntimeError):
 
 class RunInterrupted(RuntimeError):
     """The run stopped after ``max_steps`` optimizer steps (a simulated kill, for resume tests)."""
-
-
-class OutputExists(FileExistsError):
-    """The output folder already holds another run."""
 
 
 def build_model(cfg: Config, info: Any) -> torch.nn.Module:
@@ -83,18 +77,22 @@ class Trainer:
     """One training run of ``cfg`` (see module docstring)."""
 
     def __init__(self, cfg: Config, resume: Optional[str] = None) -> None:
-        self.cfg = cfg
+        self.cfg = validate_config(cfg)
         self.device = resolve_device(cfg.train.device)
         self.env: DistEnv = init_distributed(self.device.type)
         if self.env.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.env.local_rank)
         self.out = Path(cfg.output)
         self.resume_state = load_checkpoint(resume) if resume else None
+        if self.resume_state is not None:
+            check_resume(cfg, self.resume_state, resume)
         if self.env.is_main:
-            self._prepare_output(resume)
+            check_output(self.out, cfg, resuming=resume is not None)
         seed_everything(cfg.seed + self.env.rank)
 
         self._build()
+        if self.env.is_main:
+            self._prepare_output(resume)
         self.history: List[Dict[str, float]] = []
         self.start_epoch = 0
         self.step = 0
@@ -103,15 +101,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ set-up
     def _prepare_output(self, resume: Optional[str]) -> None:
-        held = [f for f in RUN_FILES if (self.out / f).exists()]
-        if held and not resume and not self.cfg.overwrite:
-            raise OutputExists(
-                f"output folder {str(self.out)!r} already holds a run ({', '.join(held)}); "
-                f"pass --resume {self.out / CHECKPOINT_NAME} to continue it, --set overwrite=true to replace it, "
-                f"or choose another --set output=..."
-            )
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.out / "config.yaml")
+        """Called once the run is built (data, model): from here on it writes into ``self.out``."""
+        prepare_output(self.out, self.cfg, resuming=resume is not None)
 
     def _build(self) -> None:
         cfg = self.cfg
@@ -169,7 +160,10 @@ class Trainer:
     def _restore(self, state: Dict[str, Any]) -> None:
         unwrap_model(self.task.get_trainable_module()).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if state["config"]["train"]["epochs"] == self.cfg.train.epochs:
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:  # train.epochs changed on resume: the schedule planned for the new length, at this step
+            self.scheduler.step_update(int(state["step"]))
         self.task.load_task_state(state.get("task") or {})
         if "ema" in state:
             if not self.task.has_ema():
@@ -336,6 +330,7 @@ def train(cfg: Config, resume: Optional[str] = None, max_steps: Optional[int] = 
         trainer.close()
 
 
-def config_for_resume(path: str) -> Config:
-    """The config stored in a checkpoint (used by ``--resume`` without ``--config``)."""
-    return config_from_dict(load_checkpoint(path)["config"])
+def config_for_resume(path: str, overrides: Sequence[str] = (), config: Optional[str] = None) -> Config:
+    """The config of ``--resume path`` (the checkpoint's own unless ``config``) with ``overrides``; its
+    ``output`` is the checkpoint's folder (see :mod:`vsd.engine.run_folder`)."""
+    return resume_overrides_config(path, config, list(overrides))
