@@ -23,14 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from vsd.cli import USER_ERRORS  # noqa: E402
+from vsd.cli import error_boundary  # noqa: E402
 
 
 def read_weights(path: str, key: Optional[str], strip_prefix: str) -> Dict[str, torch.Tensor]:
     """Weights from a safetensors file or a vsd checkpoint entry ``key`` (dotted, e.g. ``task.teacher``)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from vsd.engine.checkpoint import load_checkpoint
+    from vsd.engine.checkpoint import CheckpointError, load_checkpoint
 
     if key:
         node = load_checkpoint(path)
@@ -43,7 +44,12 @@ def read_weights(path: str, key: Optional[str], strip_prefix: str) -> Dict[str, 
     else:
         from vsd.engine.checkpoint import load_model_weights
 
-        state = load_model_weights(path) if path.endswith(".safetensors") else load_file(path)
+        try:
+            state = load_model_weights(path) if path.endswith(".safetensors") else load_file(path)
+        except SafetensorError as err:
+            raise CheckpointError(f"weights {path!r} are not a readable safetensors file: {err}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path!r}{f' entry {key!r}' if key else ''} is not a set of weights (name -> tensor)")
     if strip_prefix:
         state = {k[len(strip_prefix):]: v for k, v in state.items() if k.startswith(strip_prefix)}
         if not state:
@@ -65,37 +71,57 @@ def main(argv=None) -> int:
     parser.add_argument("--list-layers", action="store_true", help="print the probe-able layer names and exit")
     parser.add_argument("--output", help="also write the JSON result here")
     args = parser.parse_args(argv)
+    return error_boundary(lambda: probe(args))
 
-    from vsd.config import load_config
+
+def load_weights(model: torch.nn.Module, state: Dict[str, torch.Tensor], path: str, name: str) -> None:
+    """Load ``state`` into ``model``; one error naming the entries that are missing or of another shape."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                  if k in state and state[k].shape != own[k].shape]
+    if missing or mismatched:
+        raise ValueError(f"weights {path!r} do not fit model {name}: {len(missing)} missing "
+                         f"({', '.join(missing[:5])}), {len(mismatched)} of another shape ({', '.join(mismatched[:5])})")
+    model.load_state_dict(state, strict=False)
+
+
+def probe(args: argparse.Namespace) -> int:
+    from vsd.config import ConfigError, load_config
     from vsd.engine.distributed import DistEnv
     from vsd.engine.io import atomic_write_json
     from vsd.engine.loaders import build_eval_data, eval_loader
+    from vsd.engine.preflight import check_inputs
     from vsd.engine.trainer import build_model
     from vsd.probe import list_layers, probe_model
 
-    try:
-        if not (args.run or args.config):
-            raise ValueError("pass --run <output folder> or --config <recipe>")
-        config = args.config or str(Path(args.run) / "config.yaml")
-        cfg = load_config(config, list(args.set) + ["model.checkpoint=null"])
-        weights = args.weights or (str(Path(args.run) / "model.safetensors") if args.run else None)
-        data = build_eval_data(cfg)
-        model = build_model(cfg, data.info)
-        if weights:
-            missing, unexpected = model.load_state_dict(read_weights(weights, args.key, args.strip_prefix),
-                                                        strict=False)
-            if missing:
-                raise ValueError(f"weights {weights!r} lack {len(missing)} entries of model {cfg.model.name}: "
-                                 f"{', '.join(missing[:10])}")
-        if args.list_layers:
-            print("\n".join(list_layers(model)))
-            return 0
-        env = DistEnv()
-        accs = probe_model(model, eval_loader(data.train_plain, cfg, env), eval_loader(data.test, cfg, env),
-                           layer=args.layer, pool=args.pool, k=args.k)
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if not (args.run or args.config):
+        raise ValueError("pass --run <output folder> or --config <recipe>")
+    if args.run and not Path(args.run).is_dir():
+        raise FileNotFoundError(f"--run {args.run!r} is not a folder")
+    config = args.config or str(Path(args.run) / "config.yaml")
+    # the probe runs on this machine's default device, whatever device the run was trained on
+    cfg = load_config(config, ["train.device=auto"] + list(args.set) + ["model.checkpoint=null"])
+    if cfg.distill is not None and not args.weights:
+        raise ConfigError(f"{config!r} is a distillation config: probe a tools/train.py run, or pass --weights")
+    weights = args.weights or (str(Path(args.run) / "model.safetensors") if args.run else None)
+    if weights and not Path(weights).is_file():
+        raise FileNotFoundError(f"weights {weights!r} do not exist")
+    if args.k < 1:
+        raise ValueError(f"--k must be >= 1, got {args.k}")
+    check_inputs(cfg)
+    data = build_eval_data(cfg)
+    if args.k > len(data.train_plain):
+        raise ValueError(f"--k {args.k} exceeds the {len(data.train_plain)} training samples of {cfg.data.name}")
+    model = build_model(cfg, data.info)
+    if weights:
+        load_weights(model, read_weights(weights, args.key, args.strip_prefix), weights, cfg.model.name)
+    if args.list_layers:
+        print("\n".join(list_layers(model)))
+        return 0
+    env = DistEnv()
+    accs = probe_model(model, eval_loader(data.train_plain, cfg, env), eval_loader(data.test, cfg, env),
+                       layer=args.layer, pool=args.pool, k=args.k)
     result = {**accs, "layer": args.layer or "embedding", "pool": args.pool, "k": args.k, "weights": weights,
               "model": cfg.model.name, "dataset": cfg.data.name}
     print(json.dumps(result))

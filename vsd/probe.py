@@ -119,10 +119,10 @@ def knn_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test
     """Test accuracy (%) of a k-nearest-neighbour majority vote on standardised features."""
     from sklearn.neighbors import KNeighborsClassifier
 
-    if k < 1:
-        raise ValueError(f"k must be a positive integer, got {k}")
+    if not 1 <= k <= len(train_x):
+        raise ValueError(f"k must be a positive integer at most the {len(train_x)} training samples, got {k}")
     train_x, test_x = _standardize(train_x, test_x)
-    clf = KNeighborsClassifier(n_neighbors=min(k, len(train_x))).fit(train_x, train_y)
+    clf = KNeighborsClassifier(n_neighbors=k).fit(train_x, train_y)
     return float((clf.predict(test_x) == test_y).mean() * 100.0)
 
 

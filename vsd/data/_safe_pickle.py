@@ -42,4 +42,9 @@ def load_restricted_pickle(path: Path) -> Any:
     """Unpickle ``path`` (latin-1 strings, as torchvision reads the Python 2 CIFAR batches) allowing only
     builtin containers and numpy arrays."""
     with open(path, "rb") as f:
-        return _RestrictedUnpickler(f, encoding="latin1").load()
+        try:
+            return _RestrictedUnpickler(f, encoding="latin1").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, AttributeError,
+                KeyError) as err:  # what a truncated or corrupt pickle raises
+            detail = " ".join(str(err).split()) or type(err).__name__
+            raise pickle.UnpicklingError(f"cannot read data batch {path}: {detail}") from None

@@ -7,6 +7,7 @@ extracts the official archive with torchvision's downloader (MD5-checked) when t
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Union
 
@@ -40,6 +41,21 @@ _CIFAR100_CLASSES = (
 _NATIVE_SIZE = 32
 
 
+def _check_memory(title: str, count: int, size: int) -> None:
+    """Refuse an ``image_size`` whose resized copy (uint8, plus as much again while resizing) exceeds the
+    memory available now, instead of failing inside the allocator."""
+    if size <= _NATIVE_SIZE:
+        return
+    need = 2 * count * 3 * size * size
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # no sysconf: nothing to compare with
+        return
+    if need > free:
+        raise ValueError(f"{title} at image_size {size} needs about {need / 2**30:.1f} GiB of memory for {count} "
+                         f"images, {free / 2**30:.1f} GiB are available; choose a smaller data.image_size")
+
+
 class _CIFAR(TensorImageDataset):
     """Shared reader; subclasses set the torchvision class (folder, file lists, archive), labels key, stats."""
 
@@ -66,6 +82,7 @@ class _CIFAR(TensorImageDataset):
                 f"(missing: {', '.join(missing)}). Set `download: true` in the data config (download=True) on a "
                 "machine with internet, or see datasets/README.md")
         images, targets = self._read(root, files)
+        _check_memory(self.title, len(images), info.image_size)
         super().__init__(resize_center_crop(images, info.image_size), targets, info, split, transform)
 
     @classmethod

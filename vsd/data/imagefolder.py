@@ -65,9 +65,20 @@ def _split_dir(root: Path, split: str) -> Path:
     return root
 
 
+#: What PIL raises for a file that is not a readable image (unknown format, truncated, broken chunks).
+_UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+def _unreadable(path: Path, err: Exception) -> ValueError:
+    return ValueError(f"imagefolder: cannot read image {path}: {' '.join(str(err).split()) or type(err).__name__}")
+
+
 def _load(path: Path, in_chans: int) -> torch.Tensor:
-    with Image.open(path) as image:
-        array = np.asarray(image.convert("L" if in_chans == 1 else "RGB"))
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("L" if in_chans == 1 else "RGB"))
+    except _UNREADABLE as err:
+        raise _unreadable(path, err) from None
     tensor = torch.from_numpy(array.copy())
     return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
 
@@ -106,8 +117,11 @@ class ImageFolder(ImageDataset):
         if first is None:
             raise FileNotFoundError(f"imagefolder: no class folders with images under {class_root}")
         if in_chans is None or image_size is None:
-            with Image.open(first) as image:
-                bands, (width, height) = image.getbands(), image.size
+            try:
+                with Image.open(first) as image:
+                    bands, (width, height) = image.getbands(), image.size
+            except _UNREADABLE as err:
+                raise _unreadable(first, err) from None
             if in_chans is None:
                 in_chans = 1 if bands[0] in _GRAY_BANDS else 3
             if image_size is None:

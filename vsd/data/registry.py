@@ -63,6 +63,11 @@ def _options(cls: type[ImageDataset]) -> Optional[list[str]]:
     return [p.name for p in params if p.name not in _COMMON_ARGS]
 
 
+class DataOptionError(ValueError, TypeError):
+    """An option the data set does not take (a ``TypeError`` like a bad keyword argument, and a ``ValueError``
+    since it is bad input: ``data.kwargs`` in a config)."""
+
+
 def _check_options(name: str, cls: type[ImageDataset], options: dict[str, Any]) -> None:
     valid = _options(cls)
     if valid is None:
@@ -70,8 +75,8 @@ def _check_options(name: str, cls: type[ImageDataset], options: dict[str, Any]) 
     unknown = sorted(set(options) - set(valid))
     if unknown:
         listing = ", ".join(valid) if valid else "none"
-        raise TypeError(f"data set {name!r} got unknown option(s) {', '.join(map(repr, unknown))}; "
-                        f"its options are: {listing}")
+        raise DataOptionError(f"data set {name!r} got unknown option(s) {', '.join(map(repr, unknown))} "
+                              f"(data.kwargs); its options are: {listing}")
 
 
 def _check_classes(name: str, info: DatasetInfo, classes: Sequence[int]) -> list[int]:

@@ -20,13 +20,14 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils.model import unwrap_model
 from tqdm import tqdm
 
-from vsd.config import Config, config_to_dict, validate_config
+from vsd.config import Config, config_to_dict
 from vsd.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from vsd.engine.distributed import DistEnv, barrier, init_distributed, resolve_device, shutdown
 from vsd.engine.io import atomic_write_json
 from vsd.engine.loaders import (Loaders, RunData, build_eval_data, build_train_set, drop_last, eval_loader,
                                 start_epoch, train_loader)
 from vsd.engine.metrics import ClassificationMeter
+from vsd.engine.preflight import check_inputs
 from vsd.engine.rng import capture_rng_state, restore_rng_state, seed_everything
 from vsd.engine.run_folder import (CHECKPOINT_NAME, OutputExists, check_output, check_resume,  # noqa: F401
                                    prepare_output, resume_overrides_config)
@@ -77,7 +78,8 @@ class Trainer:
     """One training run of ``cfg`` (see module docstring)."""
 
     def __init__(self, cfg: Config, resume: Optional[str] = None) -> None:
-        self.cfg = validate_config(cfg)
+        self.cfg = cfg
+        check_inputs(cfg)  # config values, device, data set, model, referenced files: before any work
         self.device = resolve_device(cfg.train.device)
         self.env: DistEnv = init_distributed(self.device.type)
         if self.env.enabled and self.device.type == "cuda":
