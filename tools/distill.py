@@ -37,12 +37,20 @@ def main(argv=None) -> int:
         from vsd.distill import run_distiller
         from vsd.engine.io import atomic_write_json
 
+        from vsd.engine.io import remove_stale_temporaries
+        from vsd.engine.preflight import check_inputs
+        from vsd.engine.run_folder import check_distill_rerun
+
         if cfg.distill is None:
             raise ValueError("the config has no 'distill' section; set distill.method (e.g. mtt)")
+        check_inputs(cfg)  # values, device, data set, model, referenced files: before any work
         out = Path(cfg.output)
         if (out / "results.json").exists() and not cfg.overwrite:
             raise FileExistsError(f"output folder {str(out)!r} already holds a finished run; set overwrite=true "
                                   "or choose another output")
+        check_distill_rerun(out, cfg)
+        if int(os.environ.get("RANK", "0")) == 0:
+            remove_stale_temporaries(out)
         if cfg.overwrite:
             for name in ("checkpoint.safetensors", "results.json"):
                 (out / name).unlink(missing_ok=True)

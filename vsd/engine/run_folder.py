@@ -31,6 +31,8 @@ RESUMABLE_KEYS = ("train.epochs", "train.log_interval", "train.checkpoint_every"
                   "data.num_workers", "eval.ece_bins", "train.device")
 #: Keys that never make two configs "another run".
 _IDENTITY_FREE = ("output", "overwrite")
+#: Keys a distillation re-run may change (display and loader workers only).
+DISTILL_RERUN_KEYS = ("data.num_workers", "distill.progress")
 
 
 class OutputExists(FileExistsError):
@@ -133,14 +135,15 @@ def _full_config(raw: Dict[str, Any]) -> Dict[str, Any]:
     return config_to_dict(config_from_dict(raw))
 
 
-def _differences_from_folder(out: Path, cfg: Config) -> Dict[str, tuple]:
+def _differences_from_folder(out: Path, cfg: Config, free: tuple = ()) -> Dict[str, tuple]:
     from vsd.config import safe_load_yaml
 
     try:
         old = _full_config(safe_load_yaml((out / "config.yaml").read_text(encoding="utf-8")))
     except (OSError, ValueError) as err:  # ConfigError and YAML errors are ValueErrors
         return {"config.yaml": (f"unreadable: {' '.join(str(err).split())}", "this config")}
-    return {k: v for k, v in config_differences(old, config_to_dict(cfg)).items() if k not in _IDENTITY_FREE}
+    return {k: v for k, v in config_differences(old, config_to_dict(cfg)).items()
+            if k not in _IDENTITY_FREE and k not in free}
 
 
 def prepare_output(out: Path, cfg: Config, resuming: bool) -> None:
@@ -160,7 +163,7 @@ def check_distill_rerun(out: Path, cfg: Config, progress: str = "checkpoint.safe
     with (naming the differing keys), unless ``overwrite=true``."""
     if cfg.overwrite or not (out / progress).exists() or not (out / "config.yaml").exists():
         return
-    diff = _differences_from_folder(out, cfg)
+    diff = _differences_from_folder(out, cfg, DISTILL_RERUN_KEYS)
     if diff:
         raise ConfigError(f"output folder {str(out)!r} holds an unfinished distillation started with another "
                           f"config (differing: {_describe(diff)}); re-run with that config to resume it, set "
