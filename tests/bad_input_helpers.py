@@ -40,3 +40,62 @@ def assert_one_error_line(code: int, stderr: str, pattern: Optional[str]) -> str
     if pattern:
         assert re.search(pattern, lines[0]), lines[0]
     return lines[0]
+
+
+CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+
+
+class _Exploit:
+    """A pickle that would run a shell command if a plain unpickler loaded it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def write_cifar10(root: Path, damage: Optional[str] = None) -> Path:
+    """A tiny CIFAR-10 folder in torchvision's layout (20 images per batch); ``damage``: ``truncated`` cuts
+    data_batch_2 in half, ``malicious`` replaces it with a code-running pickle."""
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in CIFAR10_FILES:
+        batch = {"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), "labels": list(range(10)) * 2}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=4))
+    target = folder / "data_batch_2"
+    if damage == "truncated":
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    elif damage == "malicious":
+        target.write_bytes(pickle.dumps({"data": _Exploit(root / "pwned"), "labels": [0]}, protocol=2))
+    return root
+
+
+def write_imagefolder(root: Path, classes: int = 2, damage: Optional[str] = None) -> Path:
+    """A ``train/`` + ``test/`` class-per-folder tree of 8x8 grayscale PNGs (3 per class and split); ``damage``
+    (in train/c0/1.png): ``truncated`` (a PNG cut in half), ``random`` (random bytes), ``text`` (a text file)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(classes):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(3):
+                image = Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8))
+                image.save(root / split / f"c{c}" / f"{i}.png")
+    bad = root / "train" / "c0" / "1.png"
+    if damage == "truncated":
+        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    elif damage == "random":
+        bad.write_bytes(rng.integers(0, 256, 200, dtype=np.uint8).tobytes())
+    elif damage == "text":
+        bad.write_text("this is not an image\n")
+    return root
