@@ -181,6 +181,6 @@ def test_python_api_validates_a_config_built_in_python(tmp_path):
 def test_cifar_image_size_beyond_free_memory_is_refused_before_allocating():
     from vsd.data.cifar import _check_memory
 
-    with pytest.raises(ValueError, match=r"CIFAR-10 at image_size 2048 needs about 1172\.\d GiB"):
+    with pytest.raises(ValueError, match=r"CIFAR-10 at image_size 2048 needs about 1171\.9 GiB"):
         _check_memory("CIFAR-10", 50000, 2048)
     _check_memory("CIFAR-10", 50000, 32)  # the native size is never refused
