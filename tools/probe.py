@@ -86,6 +86,17 @@ def load_weights(model: torch.nn.Module, state: Dict[str, torch.Tensor], path: s
     model.load_state_dict(state, strict=False)
 
 
+def _check_writable(path: Path) -> None:
+    """``path`` can be created: its nearest existing ancestor is a writable folder."""
+    import os
+
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise OSError(f"--output {str(path)!r} cannot be written ({str(parent)!r} is not a writable folder)")
+
+
 def probe(args: argparse.Namespace) -> int:
     from vsd.config import ConfigError, load_config
     from vsd.engine.distributed import DistEnv
@@ -109,6 +120,8 @@ def probe(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"weights {weights!r} do not exist")
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
+    if args.output:
+        _check_writable(Path(args.output))
     check_inputs(cfg)
     data = build_eval_data(cfg)
     if args.k > len(data.train_plain):
