@@ -35,6 +35,7 @@ from vsd.engine.summary import write_summary
 from vsd.models import create_network
 from vsd.tasks import TaskContext, create_task
 
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
