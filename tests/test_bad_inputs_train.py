@@ -184,3 +184,13 @@ def test_cifar_image_size_beyond_free_memory_is_refused_before_allocating():
     with pytest.raises(ValueError, match=r"CIFAR-10 at image_size 2048 needs about 1171\.9 GiB"):
         _check_memory("CIFAR-10", 50000, 2048)
     _check_memory("CIFAR-10", 50000, 32)  # the native size is never refused
+
+
+def test_an_error_from_a_loader_worker_is_shown_as_its_original_line():
+    from vsd.cli import one_line
+
+    err = ValueError("Caught ValueError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                     "last):\n  File \"x.py\", line 1, in f\nValueError: imagefolder: cannot read image a/1.png: "
+                     "image file is truncated\n")
+    assert one_line(err) == "imagefolder: cannot read image a/1.png: image file is truncated"
+    assert one_line(OSError("two\nlines")) == "two lines"
