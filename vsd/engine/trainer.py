@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from vsd.config import Config, config_from_dict, config_to_dict, save_config
 from vsd.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
-from vsd.engine.distributed import DistEnv, barrier, init_distributed, resolve_device, shutdown
+from vsd.engine.distributed import (DistEnv, barrier, broadcast_module, init_distributed, resolve_device, shutdown,
+                                    wrap_ddp)
 from vsd.engine.io import atomic_write_json
 from vsd.engine.loaders import (Loaders, RunData, build_eval_data, build_train_set, drop_last, eval_loader,
                                 start_epoch, train_loader)
@@ -142,10 +143,10 @@ class Trainer:
         )
         if t.ema:
             self.task.setup_ema(decay=t.ema_decay, device=self.device)
-        self.train_module: torch.nn.Module = self.task
-        if self.env.enabled:
-            self.train_module = torch.nn.parallel.DistributedDataParallel(
-                self.task, device_ids=[self.env.local_rank] if self.device.type == "cuda" else None)
+        self.train_module: torch.nn.Module = self.task  # DDP-wrapped per epoch by _wrap_ddp
+        self._ddp_idle: Optional[frozenset] = None
+        if self.env.enabled:  # ranks are seeded differently: start from rank 0's weights, idle ones included
+            broadcast_module(self.task)
         self.eval_test = eval_loader(self.data.test, cfg, self.env)
         self.amp = self.device.type == "cuda" and t.amp
 
@@ -212,6 +213,7 @@ class Trainer:
         cfg = self.cfg
         self.task.train()
         self.task.on_epoch_start(epoch)
+        self._wrap_ddp()
         start_epoch(self.loader, cfg.seed, epoch)
         sums: Dict[str, torch.Tensor] = {}  # device tensors: no host sync per step
         count = 0
@@ -240,6 +242,18 @@ class Trainer:
         row["lr"] = lr
         row["_t0"] = t0
         return row
+
+    def _wrap_ddp(self) -> None:
+        """Under DDP, (re-)wrap the task whenever its set of idle parameters changes (first epoch, stage switch),
+        so that DDP reduces the gradients of exactly the parameters that train this epoch."""
+        if not self.env.enabled:
+            return
+        idle = self.task.idle_parameters()
+        key = frozenset(id(p) for p in idle)
+        if key != self._ddp_idle:
+            device_ids = [self.env.local_rank] if self.device.type == "cuda" else None
+            self.train_module = wrap_ddp(self.task, idle, device_ids)
+            self._ddp_idle = key
 
     def _train_step(self, batch: Any, epoch: int, batch_idx: int) -> Dict[str, torch.Tensor]:
         cfg = self.cfg
