@@ -9,7 +9,6 @@
   idle network, re-wrap at the stage switch) runs in the default suite, the rest under ``-m slow``.
 """
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -21,19 +20,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.engine.smoke_tool import smoke_module
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
 RUN_FILES = {"config.yaml", "summary.csv", "results.json", "checkpoint-last.safetensors", "model.safetensors"}
 DEFAULT_SUITE_CASES = {"further_pretrain_sd"}
-
-
-def smoke_module():
-    if "vsd_tools_smoke" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("vsd_tools_smoke", ROOT / "tools" / "smoke.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["vsd_tools_smoke"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["vsd_tools_smoke"]
 
 
 def run_ddp(tmp_path: Path, overrides, timeout: int = 240) -> Path:
