@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -21,6 +20,7 @@ from timm.utils.model import unwrap_model
 from tqdm import tqdm
 
 from vsd.config import Config, config_from_dict, config_to_dict, save_config
+from vsd.engine.amp import autocast, autocast_dtype
 from vsd.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from vsd.engine.distributed import (DistEnv, barrier, broadcast_module, init_distributed, resolve_device, shutdown,
                                     wrap_ddp)
@@ -148,7 +148,8 @@ class Trainer:
         if self.env.enabled:  # ranks are seeded differently: start from rank 0's weights, idle ones included
             broadcast_module(self.task)
         self.eval_test = eval_loader(self.data.test, cfg, self.env)
-        self.amp = self.device.type == "cuda" and t.amp
+        self.amp_dtype = autocast_dtype(t.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
 
     # ------------------------------------------------------------------------------------------ state
     def state(self, epoch: int) -> Dict[str, Any]:
@@ -165,6 +166,8 @@ class Trainer:
         }
         if self.task.has_ema():
             state["ema"] = unwrap_model(self.task.get_trainable_module(ema=True)).state_dict()
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
         return state
 
     def _restore(self, state: Dict[str, Any]) -> None:
@@ -176,6 +179,8 @@ class Trainer:
             if not self.task.has_ema():
                 raise ValueError("the checkpoint holds EMA weights but train.ema is false")
             unwrap_model(self.task.get_trainable_module(ema=True)).load_state_dict(state["ema"])
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.history = list(state["history"])
         self.start_epoch = int(state["epoch"]) + 1
         self.step = int(state["step"])
@@ -260,8 +265,7 @@ class Trainer:
         batch = _to_device(batch, self.device)
         x, y = batch[0], batch[1]
         kwargs = {"index": batch[2]} if getattr(self.task, "needs_index", False) else {}
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
-        with autocast:
+        with autocast(self.amp_dtype, self.device):
             result = self.train_module(x, y, **kwargs)
         loss = result["loss"]
         if not torch.isfinite(loss.detach()).all():
@@ -270,10 +274,18 @@ class Trainer:
                 f"checkpoint (if any) is {self.out / CHECKPOINT_NAME}"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is None:
+            loss.backward()
+        else:  # fp16: scaled loss, unscaled gradients before clipping, steps with inf/nan gradients skipped
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
         if cfg.train.clip_grad:
             torch.nn.utils.clip_grad_norm_(self.task.parameters(), cfg.train.clip_grad)
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.step += 1
         self.scheduler.step_update(self.step)
         self.task.update_ema(step=self.step)
@@ -297,7 +309,8 @@ class Trainer:
         meter = ClassificationMeter(self.cfg.eval.ece_bins, self.device)
         for x, y in self.eval_test:
             x, y = x.to(self.device), y.to(self.device)
-            out = model(x)
+            with autocast(self.amp_dtype, self.device):
+                out = model(x)
             meter.update(out[0] if isinstance(out, (tuple, list)) else out, y)
         meter.all_reduce()
         return meter.compute()

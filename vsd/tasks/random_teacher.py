@@ -39,6 +39,7 @@ from torch import nn
 
 from vsd.config import Config, MethodConfig
 from vsd.losses.dino import DINOLoss
+from vsd.losses.nkd import at_least_float32
 from vsd.probe import embed, probe_model
 from vsd.tasks.base import TaskContext, VSDTask, classifier_parameters
 from vsd.tasks.mae import probe_due
@@ -169,7 +170,7 @@ class RandomTeacherTask(VSDTask):
         views = input if isinstance(input, (list, tuple)) else [input]
         student = torch.stack([self.trainable_module(v) for v in views])
         teacher = torch.stack([self.teacher(v) for v in views])
-        loss = self.criterion(student, teacher)
+        loss = self.criterion(*at_least_float32(student, teacher))  # softmax cross-entropy in float32
         return {"loss": loss, "output": student[0]}
 
     def idle_parameters(self) -> List[nn.Parameter]:
