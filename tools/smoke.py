@@ -1,14 +1,36 @@
 #!/usr/bin/env python
-"""Smoke suite: every training method for a few steps on tiny data (the method matrix of the DDP tests).
+"""Smoke suite on whatever device is present: every method, every distiller, every CIFAR/ImageNet zoo recipe.
 
-    python tools/smoke.py                  # every method on tiny synthetic data, on the present device
+    python tools/smoke.py                          # all three sections (CUDA when available, else CPU)
+    python tools/smoke.py --tiny                   # CPU-sized: tiny batches and syntheses, no ImageNet recipes
+    python tools/smoke.py --sections methods --formats cifar --only ce mae
+
+Sections (data are generated files in the real on-disk formats, :mod:`vsd.data.fake_files`):
+
+* ``methods``: every training method (the matrix below, also used by the DDP tests) for 2 short epochs on tiny
+  data written as CIFAR-10 python batches and as an ImageFolder tree (8x8 after resizing);
+* ``distill``: ``tools/distill.py`` (its ``main``) for MTT with every backend and KRR-ST, a few iterations on
+  the tiny CIFAR-10 files;
+* ``zoo``: every ``zoo/*/cifar*.yaml`` and ``zoo/*/*imagenet*.yaml`` recipe with its real model, image size and
+  mixed-precision setting for 2 iterations (training: 2 optimizer steps; distillation: 2 distillation
+  iterations after a 1-expert buffer), on generated CIFAR files (both sets, 100 images per CIFAR-100 class so
+  the long-tailed profiles keep every class) or an ImageFolder of ``--imagenet-classes`` classes at the
+  recipe's size. Batch sizes are capped at ``--max-batch``; checkpoints a recipe reads (``model.checkpoint``,
+  ``method.teacher_checkpoint``) are replaced by random weights of the right model.
+
+Prints one row per run (wall time, median optimizer-step time, peak CUDA memory from
+``torch.cuda.max_memory_allocated``, the autocast dtype, pass/fail) and exits 1 if any run failed.
 """
 from __future__ import annotations
 
+import argparse
 import sys
-from dataclasses import dataclass, field
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,11 +51,10 @@ class MethodCase:
     name: str
     overrides: List[str]
     prepare: Optional[Callable[[Path], List[str]]] = None
-    deterministic: bool = True
-    extra: Dict[str, str] = field(default_factory=dict)
 
-    def config_overrides(self, folder: Path) -> List[str]:
-        return TINY_DATA + TINY_TRAIN + list(self.overrides) + (self.prepare(folder) if self.prepare else [])
+    def config_overrides(self, folder: Path, data: Sequence[str] = tuple(TINY_DATA)) -> List[str]:
+        """The run's overrides on ``data`` (default: tiny synthetic); files it needs are written into ``folder``."""
+        return list(data) + TINY_TRAIN + list(self.overrides) + (self.prepare(folder) if self.prepare else [])
 
 
 def _dmae_teacher(folder: Path) -> List[str]:
@@ -74,3 +95,291 @@ METHOD_CASES: List[MethodCase] = [
                                                  "method.bottleneck_dim=8", "method.out_dim=32",
                                                  "method.probe_k=3"]),
 ]
+
+
+SECTIONS = ("methods", "distill", "zoo")
+FORMATS = ("cifar", "imagefolder")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Row:
+    """One line of the smoke table."""
+
+    section: str
+    name: str
+    status: str = "pass"
+    wall_s: float = 0.0
+    step_s: Optional[float] = None
+    peak_mib: Optional[float] = None
+    amp: str = "-"
+    error: str = ""
+
+
+def _timed(section: str, name: str, device: "torch.device", job: Callable[[Row], None]) -> Row:
+    """Run ``job(row)``; fill in the wall time, the peak CUDA memory and any failure."""
+    import torch
+
+    row = Row(section, name)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    try:
+        job(row)
+    except Exception as err:  # a smoke run reports every failure and goes on
+        row.status = "FAIL"
+        row.error = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        traceback.print_exc()
+    row.wall_s = time.perf_counter() - start
+    if device.type == "cuda":
+        row.peak_mib = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    print(_format_row(row), flush=True)
+    return row
+
+
+def _train(row: Row, overrides: List[str], max_steps: Optional[int] = None, recipe: Optional[Path] = None) -> None:
+    """Train ``recipe`` + ``overrides`` (all epochs, or ``max_steps`` optimizer steps); record the median step
+    time (the first step, with its one-off set-up, left out when there are more) and the autocast dtype."""
+    import statistics
+
+    from vsd.config import load_config
+    from vsd.engine.trainer import RunInterrupted, Trainer
+
+    trainer = Trainer(load_config(recipe, overrides))
+    try:
+        row.amp = "none" if trainer.amp_dtype is None else str(trainer.amp_dtype).replace("torch.", "")
+        try:
+            trainer.fit(max_steps=max_steps)
+        except RunInterrupted:
+            if max_steps is None:
+                raise
+        times = trainer.step_seconds[1:] or trainer.step_seconds
+        if not times:
+            raise RuntimeError("no optimizer step ran")
+        row.step_s = statistics.median(times)
+    finally:
+        trainer.close()
+
+
+def _distill(row: Row, argv: List[str]) -> None:
+    """``tools/distill.py`` with ``argv``; a non-zero exit status is a failure."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("vsd_tools_distill", ROOT / "tools" / "distill.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    code = module.main(argv)
+    if code != 0:
+        raise RuntimeError(f"tools/distill.py exited with status {code}")
+
+
+# ----------------------------------------------------------------------------------------------------- sections
+def tiny_data(folder: Path) -> dict:
+    """Tiny CIFAR-10 batches and an ImageFolder tree (10 classes, 32x32); data overrides by format."""
+    from vsd.data.fake_files import write_cifar, write_imagefolder
+
+    write_cifar(folder / "cifar", "cifar10", train_per_class=2, test_per_class=1)
+    write_imagefolder(folder / "imagefolder", num_classes=10, train_per_class=8, test_per_class=2, image_size=32)
+    return {"cifar": ["data.name=cifar10", f"data.root={folder / 'cifar'}", "data.image_size=8"],
+            "imagefolder": ["data.name=imagefolder", f"data.root={folder / 'imagefolder'}", "data.image_size=8"]}
+
+
+def method_rows(folder: Path, device: "torch.device", formats: Sequence[str], wanted: Callable[[str], bool]) -> List[Row]:
+    data = tiny_data(folder / "data")
+    rows = []
+    for fmt in formats:
+        for case in METHOD_CASES:
+            name = f"{case.name}/{fmt}"
+            if wanted(name):
+                overrides = case.config_overrides(folder / "files", data[fmt]) + [
+                    f"output={folder / 'runs' / fmt / case.name}", "overwrite=true", f"train.device={device}"]
+                rows.append(_timed("methods", name, device, lambda row, o=overrides: _train(row, o)))
+    return rows
+
+
+def distill_rows(folder: Path, device: "torch.device", wanted: Callable[[str], bool]) -> List[Row]:
+    from vsd.distill.matching import BACKENDS
+
+    data = tiny_data(folder / "data")["cifar"]
+    common = data + ["model.name=convnet_d1", "model.kwargs={net_width: 8}", f"train.device={device}",
+                     "overwrite=true"]
+    mtt = ["distill.method=mtt", "distill.ipc=1", "distill.iterations=3", "distill.syn_steps=3",
+           "distill.expert_epochs=1", "distill.max_start_epoch=1", "distill.num_experts=1",
+           "distill.expert_train_epochs=2", "distill.lr_img=100", f"distill.buffer_dir={folder / 'buffers'}",
+           "distill.checkpoint_every=2", "distill.eval_nets=1", "distill.eval_epochs=2",
+           "distill.progress=false", "distill.export_imagefolder=false"]
+    krr = ["distill.method=krr_st", "distill.num_images=6", "distill.iterations=3", "distill.batch_real=16",
+           "distill.pool_size=2", "distill.pool_max_steps=3", "distill.checkpoint_every=2", "distill.log_every=1",
+           "distill.target.epochs=1", "distill.target.batch_size=16", "distill.target.projector=[8]",
+           "distill.transfer.enabled=false"]
+    jobs = {f"mtt_{backend}": common + mtt + [f"distill.backend={backend}"] for backend in BACKENDS}
+    jobs["krr_st"] = common + krr
+    rows = []
+    for name, overrides in jobs.items():
+        if wanted(name):
+            argv = ["--set", *overrides, f"output={folder / 'distill' / name}"]
+            rows.append(_timed("distill", name, device, lambda row, a=argv: _distill(row, a)))
+    return rows
+
+
+def zoo_recipes(include_imagenet: bool = True) -> List[Path]:
+    recipes = sorted(ROOT.glob("zoo/*/cifar*.yaml"))
+    if include_imagenet:
+        recipes += sorted(ROOT.glob("zoo/*/*imagenet*.yaml"))
+    return recipes
+
+
+def _random_weights(folder: Path, name: str, kwargs: dict, info) -> str:
+    """A safetensors file of ``name(**kwargs)`` at its random initialisation (stands in for a trained file)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from vsd.models import create_network
+
+    path = folder / f"{name}_{abs(hash(repr(sorted(kwargs.items())))) % 10 ** 8}_{info.num_classes}.safetensors"
+    if not path.exists():
+        torch.manual_seed(0)
+        model = create_network(name, kwargs, info.num_classes, info.in_chans, info.image_size)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return str(path)
+
+
+def zoo_overrides(recipe: Path, folder: Path, device: "torch.device", max_batch: int, tiny: bool,
+                  imagenet_classes: int) -> List[str]:
+    """Overrides that run ``recipe`` for 2 iterations on generated files (see module docstring)."""
+    from vsd.config import load_config
+    from vsd.data import dataset_info
+    from vsd.data.fake_files import write_cifar, write_imagefolder
+
+    cfg = load_config(recipe)
+    sets = [cfg.data.name] + ([cfg.distill.transfer.dataset] if getattr(getattr(cfg.distill, "transfer", None),
+                                                                        "dataset", None) else [])
+    if cfg.data.name == "imagefolder":
+        root = folder / f"imagefolder_{imagenet_classes}_{cfg.data.image_size}"
+        if not root.exists():
+            per_class = max(1, -(-2 * max_batch // imagenet_classes))
+            write_imagefolder(root, imagenet_classes, per_class, 1, cfg.data.image_size or 224, ext="jpg")
+    else:
+        root = folder / "cifar"
+        if not (root / "cifar-100-python").exists():
+            write_cifar(root, "cifar10", train_per_class=max(10, -(-2 * max_batch // 50)), test_per_class=2)
+            write_cifar(root, "cifar100", train_per_class=100, test_per_class=1)
+    unknown = [s for s in sets if not (s.startswith("cifar") or s == "imagefolder")]
+    if unknown:
+        raise ValueError(f"{recipe}: no generator for data set(s) {unknown}")
+    out = [f"output={folder / 'zoo' / recipe.parent.name / recipe.stem}", "overwrite=true", f"data.root={root}",
+           "data.download=false", f"train.device={device}", f"train.batch_size={min(cfg.train.batch_size, max_batch)}"]
+    if tiny:
+        out.append("data.num_workers=0")
+    info = dataset_info(cfg.data.name, cfg.data.image_size, root=root, **cfg.data.kwargs)
+    if cfg.model.checkpoint and not Path(cfg.model.checkpoint).exists():
+        out.append("model.checkpoint=null")
+    method = cfg.method
+    if getattr(method, "teacher_checkpoint", None) and not Path(method.teacher_checkpoint).exists():
+        name = getattr(method, "teacher", None) or getattr(method, "teacher_model", None) or cfg.model.name
+        kwargs = getattr(method, "teacher_kwargs", None) or (cfg.model.kwargs if name == cfg.model.name else {})
+        out.append(f"method.teacher_checkpoint={_random_weights(folder / 'weights', name, kwargs, info)}")
+    d = cfg.distill
+    if d is not None and d.method == "mtt":
+        out += ["distill.iterations=2", "distill.num_experts=1", "distill.max_start_epoch=1",
+                f"distill.expert_train_epochs={1 + d.expert_epochs}", "distill.checkpoint_every=1",
+                f"distill.expert_batch_size={min(d.expert_batch_size, max_batch)}", "distill.eval_nets=0",
+                "distill.eval_full_data_epochs=0", "distill.export_imagefolder=false", "distill.progress=false",
+                f"distill.buffer_dir={folder / 'buffers'}"]
+        if tiny:
+            out += ["distill.ipc=1", "distill.syn_steps=2", "distill.expert_epochs=1", "distill.expert_train_epochs=2"]
+    elif d is not None and d.method == "krr_st":
+        out += ["distill.iterations=2", "distill.checkpoint_every=1", "distill.log_every=1",
+                f"distill.batch_real={min(d.batch_real, max_batch)}", "distill.pool_max_steps=2",
+                "distill.target.epochs=1", f"distill.target.batch_size={min(d.target.batch_size, max_batch)}",
+                "distill.transfer.enabled=false"]
+        if tiny:
+            out += ["distill.num_images=20", "distill.pool_size=1"]
+    return out
+
+
+def zoo_rows(folder: Path, device: "torch.device", max_batch: int, tiny: bool, imagenet_classes: int,
+             wanted: Callable[[str], bool]) -> List[Row]:
+    from vsd.config import load_config
+
+    rows = []
+    for recipe in zoo_recipes(include_imagenet=not tiny or any(wanted(f"{r.parent.name}/{r.stem}") for r in
+                                                                  zoo_recipes() if "imagenet" in r.stem)):
+        name = f"{recipe.parent.name}/{recipe.stem}"
+        if not wanted(name):
+            continue
+
+        def job(row: Row, recipe: Path = recipe) -> None:
+            overrides = zoo_overrides(recipe, folder, device, max_batch, tiny, imagenet_classes)
+            if load_config(recipe).distill is not None:
+                _distill(row, ["--config", str(recipe), "--set", *overrides])
+            else:
+                _train(row, overrides, max_steps=2, recipe=recipe)
+
+        rows.append(_timed("zoo", name, device, job))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------- table
+COLUMNS = ("section", "name", "status", "wall_s", "step_s", "peak_MiB", "amp")
+
+
+def _format_row(row: Row) -> str:
+    step = "-" if row.step_s is None else f"{row.step_s:.4f}"
+    peak = "-" if row.peak_mib is None else f"{row.peak_mib:.0f}"
+    line = f"{row.section:<8} {row.name:<44} {row.status:<5} {row.wall_s:>8.2f} {step:>8} {peak:>9} {row.amp:<9}"
+    return line + (f"  {row.error}" if row.error else "")
+
+
+def print_table(rows: Sequence[Row], device: "torch.device") -> None:
+    import torch
+
+    title = str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    print(f"\nsmoke table on {title}, torch {torch.__version__}")
+    print(f"{COLUMNS[0]:<8} {COLUMNS[1]:<44} {COLUMNS[2]:<5} {COLUMNS[3]:>8} {COLUMNS[4]:>8} {COLUMNS[5]:>9} "
+          f"{COLUMNS[6]:<9}")
+    for row in rows:
+        print(_format_row(row))
+    failed = [r.name for r in rows if r.status != "pass"]
+    print(f"{len(rows) - len(failed)}/{len(rows)} passed" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS,
+                        help="on-disk formats of the methods section")
+    parser.add_argument("--only", nargs="+", default=[], metavar="TEXT",
+                        help="run only rows whose name contains one of these strings")
+    parser.add_argument("--max-batch", type=int, default=256, help="cap on zoo recipes' batch sizes")
+    parser.add_argument("--imagenet-classes", type=int, default=1000)
+    parser.add_argument("--tiny", action="store_true",
+                        help="CPU sizes: batches <= 4, 1 image per class and 2 inner steps for MTT, 10 ImageNet "
+                             "classes, ImageNet recipes only when named by --only")
+    parser.add_argument("--out", help="folder for generated data and runs (default: a temporary folder)")
+    args = parser.parse_args(argv)
+
+    from vsd.engine.distributed import resolve_device
+
+    device = resolve_device(args.device)
+    max_batch = min(args.max_batch, 4) if args.tiny else args.max_batch
+    classes = min(args.imagenet_classes, 10) if args.tiny else args.imagenet_classes
+    wanted = (lambda name: any(text in name for text in args.only)) if args.only else (lambda name: True)
+    with tempfile.TemporaryDirectory(prefix="vsd-smoke-") as tmp:
+        folder = Path(args.out) if args.out else Path(tmp)
+        rows: List[Row] = []
+        if "methods" in args.sections:
+            rows += method_rows(folder / "methods", device, args.formats, wanted)
+        if "distill" in args.sections:
+            rows += distill_rows(folder / "distill", device, wanted)
+        if "zoo" in args.sections:
+            rows += zoo_rows(folder / "zoo", device, max_batch, args.tiny, classes, wanted)
+    print_table(rows, device)
+    return 0 if rows and all(r.status == "pass" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

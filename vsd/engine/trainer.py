@@ -97,6 +97,7 @@ class Trainer:
 
         self._build()
         self.history: List[Dict[str, float]] = []
+        self.step_seconds: List[float] = []  # wall time of each optimizer step of this process (smoke table)
         self.start_epoch = 0
         self.step = 0
         if self.resume_state is not None:
@@ -262,6 +263,7 @@ class Trainer:
 
     def _train_step(self, batch: Any, epoch: int, batch_idx: int) -> Dict[str, torch.Tensor]:
         cfg = self.cfg
+        t0 = time.perf_counter()
         batch = _to_device(batch, self.device)
         x, y = batch[0], batch[1]
         kwargs = {"index": batch[2]} if getattr(self.task, "needs_index", False) else {}
@@ -289,6 +291,7 @@ class Trainer:
         self.step += 1
         self.scheduler.step_update(self.step)
         self.task.update_ema(step=self.step)
+        self.step_seconds.append(time.perf_counter() - t0)
         return {k: v.detach() for k, v in result.items()
                 if k != "output" and isinstance(v, torch.Tensor) and v.dim() == 0}
 
