@@ -13,9 +13,9 @@ Sections (data are generated files in the real on-disk formats, :mod:`vsd.data.f
   the tiny CIFAR-10 files;
 * ``zoo``: every ``zoo/*/cifar*.yaml`` and ``zoo/*/*imagenet*.yaml`` recipe with its real model, image size and
   mixed-precision setting for 2 iterations (training: 2 optimizer steps; distillation: 2 distillation
-  iterations after a 1-expert buffer), on generated CIFAR files (both sets, 100 images per CIFAR-100 class so
-  the long-tailed profiles keep every class) or an ImageFolder of ``--imagenet-classes`` classes at the
-  recipe's size. Batch sizes are capped at ``--max-batch``; checkpoints a recipe reads (``model.checkpoint``,
+  iterations after a 1-expert buffer), on generated CIFAR files (both sets; 50 images per class, enough for the
+  real initialisation of MTT at 50 images per class, 3 with ``--tiny``, 100 for the long-tailed sets so that
+  their IF-100 tail keeps a sample) or an ImageFolder of ``--imagenet-classes`` classes at the recipe's size. Batch sizes are capped at ``--max-batch``; checkpoints a recipe reads (``model.checkpoint``,
   ``method.teacher_checkpoint``) are replaced by random weights of the right model.
 
 Prints one row per run (wall time, median optimizer-step time, peak CUDA memory from
@@ -218,7 +218,7 @@ def distill_rows(folder: Path, device: "torch.device", wanted: Callable[[str], b
     rows = []
     for name, overrides in jobs.items():
         if wanted(name):
-            argv = ["--set", *overrides, f"output={folder / 'distill' / name}"]
+            argv = ["--set", *overrides, f"output={folder / name}"]
             rows.append(_timed("distill", name, device, lambda row, a=argv: _distill(row, a)))
     return rows
 
@@ -261,11 +261,13 @@ def zoo_overrides(recipe: Path, folder: Path, device: "torch.device", max_batch:
         if not root.exists():
             per_class = max(1, -(-2 * max_batch // imagenet_classes))
             write_imagefolder(root, imagenet_classes, per_class, 1, cfg.data.image_size or 224, ext="jpg")
-    else:
-        root = folder / "cifar"
+    else:  # long-tailed sets need >= 100 images per class so that the IF-100 tail keeps one
+        longtail = any(name.endswith("_lt") for name in sets)
+        per_class = 100 if longtail else (3 if tiny else 50)  # >= ipc 50 of the MTT recipes' real init
+        root = folder / f"cifar_{per_class}"
         if not (root / "cifar-100-python").exists():
-            write_cifar(root, "cifar10", train_per_class=max(10, -(-2 * max_batch // 50)), test_per_class=2)
-            write_cifar(root, "cifar100", train_per_class=100, test_per_class=1)
+            write_cifar(root, "cifar10", train_per_class=-(-per_class // 5), test_per_class=2)
+            write_cifar(root, "cifar100", train_per_class=per_class, test_per_class=1)
     unknown = [s for s in sets if not (s.startswith("cifar") or s == "imagefolder")]
     if unknown:
         raise ValueError(f"{recipe}: no generator for data set(s) {unknown}")
@@ -296,7 +298,7 @@ def zoo_overrides(recipe: Path, folder: Path, device: "torch.device", max_batch:
                 "distill.target.epochs=1", f"distill.target.batch_size={min(d.target.batch_size, max_batch)}",
                 "distill.transfer.enabled=false"]
         if tiny:
-            out += ["distill.num_images=20", "distill.pool_size=1"]
+            out += ["distill.num_images=20", "distill.pool_size=1", "distill.target.batch_size=32"]
     return out
 
 
