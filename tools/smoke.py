@@ -223,21 +223,19 @@ def distill_rows(folder: Path, device: "torch.device", wanted: Callable[[str], b
     return rows
 
 
-def zoo_recipes(include_imagenet: bool = True) -> List[Path]:
-    recipes = sorted(ROOT.glob("zoo/*/cifar*.yaml"))
-    if include_imagenet:
-        recipes += sorted(ROOT.glob("zoo/*/*imagenet*.yaml"))
-    return recipes
+def zoo_recipes() -> List[Path]:
+    """The CIFAR and ImageNet recipes of the zoo."""
+    return sorted(ROOT.glob("zoo/*/cifar*.yaml")) + sorted(ROOT.glob("zoo/*/*imagenet*.yaml"))
 
 
-def _random_weights(folder: Path, name: str, kwargs: dict, info) -> str:
-    """A safetensors file of ``name(**kwargs)`` at its random initialisation (stands in for a trained file)."""
+def _random_weights(path: Path, name: str, kwargs: dict, info) -> str:
+    """``path``: a safetensors file of ``name(**kwargs)`` at its random initialisation (for a trained file)."""
     import torch
     from safetensors.torch import save_file
 
     from vsd.models import create_network
 
-    path = folder / f"{name}_{abs(hash(repr(sorted(kwargs.items())))) % 10 ** 8}_{info.num_classes}.safetensors"
+    folder = path.parent
     if not path.exists():
         torch.manual_seed(0)
         model = create_network(name, kwargs, info.num_classes, info.in_chans, info.image_size)
@@ -256,6 +254,9 @@ def zoo_overrides(recipe: Path, folder: Path, device: "torch.device", max_batch:
     cfg = load_config(recipe)
     sets = [cfg.data.name] + ([cfg.distill.transfer.dataset] if getattr(getattr(cfg.distill, "transfer", None),
                                                                         "dataset", None) else [])
+    unknown = [s for s in sets if not (s.startswith("cifar") or s == "imagefolder")]
+    if unknown:
+        raise ValueError(f"{recipe}: no generator for data set(s) {unknown}")
     if cfg.data.name == "imagefolder":
         root = folder / f"imagefolder_{imagenet_classes}_{cfg.data.image_size}"
         if not root.exists():
@@ -268,9 +269,6 @@ def zoo_overrides(recipe: Path, folder: Path, device: "torch.device", max_batch:
         if not (root / "cifar-100-python").exists():
             write_cifar(root, "cifar10", train_per_class=-(-per_class // 5), test_per_class=2)
             write_cifar(root, "cifar100", train_per_class=per_class, test_per_class=1)
-    unknown = [s for s in sets if not (s.startswith("cifar") or s == "imagefolder")]
-    if unknown:
-        raise ValueError(f"{recipe}: no generator for data set(s) {unknown}")
     out = [f"output={folder / 'zoo' / recipe.parent.name / recipe.stem}", "overwrite=true", f"data.root={root}",
            "data.download=false", f"train.device={device}", f"train.batch_size={min(cfg.train.batch_size, max_batch)}"]
     if tiny:
@@ -282,7 +280,8 @@ def zoo_overrides(recipe: Path, folder: Path, device: "torch.device", max_batch:
     if getattr(method, "teacher_checkpoint", None) and not Path(method.teacher_checkpoint).exists():
         name = getattr(method, "teacher", None) or getattr(method, "teacher_model", None) or cfg.model.name
         kwargs = getattr(method, "teacher_kwargs", None) or (cfg.model.kwargs if name == cfg.model.name else {})
-        out.append(f"method.teacher_checkpoint={_random_weights(folder / 'weights', name, kwargs, info)}")
+        path = folder / "weights" / f"{recipe.parent.name}_{recipe.stem}_teacher.safetensors"
+        out.append(f"method.teacher_checkpoint={_random_weights(path, name, kwargs, info)}")
     d = cfg.distill
     if d is not None and d.method == "mtt":
         out += ["distill.iterations=2", "distill.num_experts=1", "distill.max_start_epoch=1",
@@ -303,14 +302,15 @@ def zoo_overrides(recipe: Path, folder: Path, device: "torch.device", max_batch:
 
 
 def zoo_rows(folder: Path, device: "torch.device", max_batch: int, tiny: bool, imagenet_classes: int,
-             wanted: Callable[[str], bool]) -> List[Row]:
+             only: Sequence[str]) -> List[Row]:
+    """Every zoo recipe named by ``only`` (all when empty; with ``tiny``, ImageNet ones only when named)."""
     from vsd.config import load_config
 
     rows = []
-    for recipe in zoo_recipes(include_imagenet=not tiny or any(wanted(f"{r.parent.name}/{r.stem}") for r in
-                                                                  zoo_recipes() if "imagenet" in r.stem)):
+    for recipe in zoo_recipes():
         name = f"{recipe.parent.name}/{recipe.stem}"
-        if not wanted(name):
+        named = any(text in name for text in only)
+        if (only and not named) or (tiny and "imagenet" in recipe.stem and not named):
             continue
 
         def job(row: Row, recipe: Path = recipe) -> None:
@@ -378,7 +378,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if "distill" in args.sections:
             rows += distill_rows(folder / "distill", device, wanted)
         if "zoo" in args.sections:
-            rows += zoo_rows(folder / "zoo", device, max_batch, args.tiny, classes, wanted)
+            rows += zoo_rows(folder / "zoo", device, max_batch, args.tiny, classes, args.only)
     print_table(rows, device)
     return 0 if rows and all(r.status == "pass" for r in rows) else 1
 
