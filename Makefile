@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all venv distill-demo bench clean
+.PHONY: demo test test-all venv distill-demo bench smoke clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) tools/bench.py
+
+# Every method, distiller and CIFAR/ImageNet zoo recipe for a few steps on the present device (CUDA when
+# available); add SMOKE_ARGS=--tiny on a CPU-only machine.
+smoke: $(STAMP)
+	$(PY) tools/smoke.py $(SMOKE_ARGS)
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -76,10 +76,15 @@ class ModelConfig:
     checkpoint: Optional[str] = None
 
 
+AMP_CHOICES = ("none", "bf16", "fp16")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings; ``opt``/``sched`` are names understood by timm's factories (``sched: multistep``
-    decays the lr by ``decay_rate`` at each epoch in ``decay_milestones``)."""
+    decays the lr by ``decay_rate`` at each epoch in ``decay_milestones``). ``amp``: ``true`` (bf16 autocast on
+    CUDA only), ``false``/``none``, ``bf16`` (any device, CPU too) or ``fp16`` (with loss scaling); see
+    :mod:`vsd.engine.amp`."""
 
     epochs: int = field(default=30, metadata=bounds(1))
     batch_size: int = field(default=64, metadata=bounds(1))
@@ -99,11 +104,16 @@ class TrainConfig:
     clip_grad: Optional[float] = field(default=None, metadata=bounds(0, lo_open=True))
     ema: bool = False
     ema_decay: float = field(default=0.999, metadata=bounds(0, 1))
-    amp: bool = True
+    amp: Union[bool, str] = True
     channels_last: bool = True
     checkpoint_every: int = field(default=1, metadata=bounds(1))
     log_interval: int = field(default=50, metadata=bounds(1))
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.amp, str) and self.amp not in AMP_CHOICES:
+            raise ConfigError(f"config key 'train.amp': {self.amp!r} is not one of true, false, "
+                              f"{', '.join(AMP_CHOICES)}")
 
 
 @dataclass

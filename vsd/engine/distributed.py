@@ -1,11 +1,14 @@
-"""Process-group set-up for ``torchrun``: gloo on CPU, nccl on CUDA; rank 0 owns the files."""
+"""Process-group set-up for ``torchrun`` (gloo on CPU, nccl on CUDA; rank 0 owns the files) and DDP wrapping."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, Iterable, List, Optional
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -55,3 +58,34 @@ def barrier(env: DistEnv) -> None:
 def shutdown(env: DistEnv) -> None:
     if env.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def broadcast_module(module: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers into every rank's ``module`` (all of them, including those
+    DDP is told to ignore, so that ranks seeded differently start from identical weights)."""
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(tensor.detach(), src)
+
+
+def parameter_names(module: nn.Module, params: Iterable[nn.Parameter]) -> List[str]:
+    """Every qualified name (aliases included) under which one of ``params`` appears in ``module``."""
+    wanted = {id(p) for p in params}
+    return sorted(n for n, p in module.named_parameters(remove_duplicate=False) if id(p) in wanted)
+
+
+def wrap_ddp(module: nn.Module, idle: Iterable[nn.Parameter] = (), device_ids: Optional[List[int]] = None,
+             **ddp_kwargs: Any) -> DistributedDataParallel:
+    """``DistributedDataParallel(module)`` whose gradient reduction covers exactly the parameters that train:
+    the ``idle`` ones (no gradient in this stage, e.g. a classifier a pre-training loss never reads) are ignored.
+
+    Why not ``find_unused_parameters``: it re-traverses the autograd graph every step and hides mistakes
+    (a parameter that should train but gets no gradient); why not ``static_graph``: the set of trained
+    parameters changes between the stages of a run. Declaring the idle parameters keeps the default, strict,
+    fastest DDP: a parameter that is neither declared idle nor given a gradient still fails loudly.
+    """
+    for p in module.parameters():  # flags left by a previous wrap of the same module (stage switch)
+        if hasattr(p, "_ddp_ignored"):
+            del p._ddp_ignored
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, parameter_names(module, idle))
+    return DistributedDataParallel(module, device_ids=device_ids, **ddp_kwargs)

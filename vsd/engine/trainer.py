@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -21,8 +20,10 @@ from timm.utils.model import unwrap_model
 from tqdm import tqdm
 
 from vsd.config import Config, config_to_dict
+from vsd.engine.amp import autocast, autocast_dtype
 from vsd.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
-from vsd.engine.distributed import DistEnv, barrier, init_distributed, resolve_device, shutdown
+from vsd.engine.distributed import (DistEnv, barrier, broadcast_module, init_distributed, resolve_device, shutdown,
+                                    wrap_ddp)
 from vsd.engine.io import atomic_write_json
 from vsd.engine.loaders import (Loaders, RunData, build_eval_data, build_train_set, drop_last, eval_loader,
                                 start_epoch, train_loader)
@@ -97,6 +98,7 @@ class Trainer:
         if self.env.is_main:
             self._prepare_output(resume)
         self.history: List[Dict[str, float]] = []
+        self.step_seconds: List[float] = []  # wall time of each optimizer step of this process (smoke table)
         self.start_epoch = 0
         self.step = 0
         if self.resume_state is not None:
@@ -136,12 +138,13 @@ class Trainer:
         )
         if t.ema:
             self.task.setup_ema(decay=t.ema_decay, device=self.device)
-        self.train_module: torch.nn.Module = self.task
-        if self.env.enabled:
-            self.train_module = torch.nn.parallel.DistributedDataParallel(
-                self.task, device_ids=[self.env.local_rank] if self.device.type == "cuda" else None)
+        self.train_module: torch.nn.Module = self.task  # DDP-wrapped per epoch by _wrap_ddp
+        self._ddp_idle: Optional[frozenset] = None
+        if self.env.enabled:  # ranks are seeded differently: start from rank 0's weights, idle ones included
+            broadcast_module(self.task)
         self.eval_test = eval_loader(self.data.test, cfg, self.env)
-        self.amp = self.device.type == "cuda" and t.amp
+        self.amp_dtype = autocast_dtype(t.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
 
     # ------------------------------------------------------------------------------------------ state
     def state(self, epoch: int) -> Dict[str, Any]:
@@ -158,6 +161,8 @@ class Trainer:
         }
         if self.task.has_ema():
             state["ema"] = unwrap_model(self.task.get_trainable_module(ema=True)).state_dict()
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
         return state
 
     def _restore(self, state: Dict[str, Any]) -> None:
@@ -172,6 +177,8 @@ class Trainer:
             if not self.task.has_ema():
                 raise ValueError("the checkpoint holds EMA weights but train.ema is false")
             unwrap_model(self.task.get_trainable_module(ema=True)).load_state_dict(state["ema"])
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.history = list(state["history"])
         self.start_epoch = int(state["epoch"]) + 1
         self.step = int(state["step"])
@@ -209,6 +216,7 @@ class Trainer:
         cfg = self.cfg
         self.task.train()
         self.task.on_epoch_start(epoch)
+        self._wrap_ddp()
         start_epoch(self.loader, cfg.seed, epoch)
         sums: Dict[str, torch.Tensor] = {}  # device tensors: no host sync per step
         count = 0
@@ -238,13 +246,25 @@ class Trainer:
         row["_t0"] = t0
         return row
 
+    def _wrap_ddp(self) -> None:
+        """Under DDP, (re-)wrap the task whenever its set of idle parameters changes (first epoch, stage switch),
+        so that DDP reduces the gradients of exactly the parameters that train this epoch."""
+        if not self.env.enabled:
+            return
+        idle = self.task.idle_parameters()
+        key = frozenset(id(p) for p in idle)
+        if key != self._ddp_idle:
+            device_ids = [self.env.local_rank] if self.device.type == "cuda" else None
+            self.train_module = wrap_ddp(self.task, idle, device_ids)
+            self._ddp_idle = key
+
     def _train_step(self, batch: Any, epoch: int, batch_idx: int) -> Dict[str, torch.Tensor]:
         cfg = self.cfg
+        t0 = time.perf_counter()
         batch = _to_device(batch, self.device)
         x, y = batch[0], batch[1]
         kwargs = {"index": batch[2]} if getattr(self.task, "needs_index", False) else {}
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else nullcontext()
-        with autocast:
+        with autocast(self.amp_dtype, self.device):
             result = self.train_module(x, y, **kwargs)
         loss = result["loss"]
         if not torch.isfinite(loss.detach()).all():
@@ -253,13 +273,22 @@ class Trainer:
                 f"checkpoint (if any) is {self.out / CHECKPOINT_NAME}"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is None:
+            loss.backward()
+        else:  # fp16: scaled loss, unscaled gradients before clipping, steps with inf/nan gradients skipped
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
         if cfg.train.clip_grad:
             torch.nn.utils.clip_grad_norm_(self.task.parameters(), cfg.train.clip_grad)
-        self.optimizer.step()
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.step += 1
         self.scheduler.step_update(self.step)
         self.task.update_ema(step=self.step)
+        self.step_seconds.append(time.perf_counter() - t0)
         return {k: v.detach() for k, v in result.items()
                 if k != "output" and isinstance(v, torch.Tensor) and v.dim() == 0}
 
@@ -280,7 +309,8 @@ class Trainer:
         meter = ClassificationMeter(self.cfg.eval.ece_bins, self.device)
         for x, y in self.eval_test:
             x, y = x.to(self.device), y.to(self.device)
-            out = model(x)
+            with autocast(self.amp_dtype, self.device):
+                out = model(x)
             meter.update(out[0] if isinstance(out, (tuple, list)) else out, y)
         meter.all_reduce()
         return meter.compute()

@@ -6,6 +6,9 @@ On top of timm's contract the trainer reads a few optional attributes (all with 
 * ``needs_index``: the loader yields ``(x, y, index)`` and the trainer calls ``task(x, y, index=index)``;
 * ``train_views``: ``None`` or a list of transform presets; the loader then yields a list of views as input;
 * ``on_epoch_start(epoch)`` / ``on_epoch_end(epoch)``: epoch hooks (schedules, banks, snapshots);
+* ``idle_parameters()``: parameters that get no gradient in the current epoch (a classifier a pre-training loss
+  never reads, the network a stage does not train); DDP leaves them out of its gradient reduction and the
+  trainer re-wraps the task when the set changes (:func:`vsd.engine.distributed.wrap_ddp`);
 * ``evaluate(loaders, epoch) -> dict``: replaces the classification evaluation (representation methods);
 * ``get_task_state()`` / ``load_task_state(state)``: nested tensors + JSON values saved in checkpoints.
 """
@@ -16,6 +19,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from timm.task import TrainingTask
+from torch import nn
+
+from vsd.engine.distributed import wrap_ddp
 
 
 @dataclass
@@ -42,12 +48,15 @@ class VSDTask(TrainingTask):
     train_views: Optional[Sequence[str]] = None
 
     def prepare_distributed(self, device_ids: Optional[list] = None, **ddp_kwargs: Any) -> "VSDTask":
-        """Wrap the trainable module in DDP (what timm's ``train.py`` calls; ``tools/train.py`` wraps the whole
-        task instead, so parameters a criterion owns are synchronised too)."""
-        from torch.nn.parallel import DistributedDataParallel
-
-        self.trainable_module = DistributedDataParallel(self.trainable_module, device_ids=device_ids, **ddp_kwargs)
+        """Wrap the trainable module in DDP, leaving out its idle parameters (what timm's ``train.py`` calls, once:
+        a stage switch that changes the idle set needs ``tools/train.py``, which wraps the whole task, criterion
+        parameters included, and re-wraps it when the set changes)."""
+        self.trainable_module = wrap_ddp(self.trainable_module, self.idle_parameters(), device_ids, **ddp_kwargs)
         return self
+
+    def idle_parameters(self) -> List[nn.Parameter]:
+        """Parameters of the task that get no gradient in the current epoch (default: none)."""
+        return []
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called before training epoch ``epoch`` (0-based)."""
@@ -61,3 +70,10 @@ class VSDTask(TrainingTask):
     def load_task_state(self, state: Optional[Dict[str, Any]], strict: bool = True, module: Any = None,
                         ema: bool = False) -> None:
         return None
+
+
+def classifier_parameters(model: nn.Module) -> List[nn.Parameter]:
+    """The parameters of ``model``'s classifier (timm's ``get_classifier()``); none if it has no such API."""
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else None
+    return list(head.parameters()) if isinstance(head, nn.Module) else []

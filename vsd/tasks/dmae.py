@@ -25,6 +25,7 @@ from torch import nn
 
 from vsd.config import Config
 from vsd.losses.dmae import DMAEFeatureLoss
+from vsd.losses.nkd import at_least_float32
 from vsd.models import create_model
 from vsd.tasks.base import TaskContext
 from vsd.tasks.mae import MAEConfig, MAETask
@@ -85,7 +86,9 @@ class DMAETask(MAETask):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Tensor]:  # type: ignore[override]
         pixel, out = self.masked_step(self.mae, input, collect=self.student_blocks)
         teacher_feats = self.teacher(input, out.masking.ids_keep)
-        feature, _ = self.trainable_module.criterion(out.intermediates, teacher_feats)
+        with torch.autocast(input.device.type, enabled=False):  # projection + normalised L1 in float32
+            feature, _ = self.trainable_module.criterion(at_least_float32(*out.intermediates),
+                                                         at_least_float32(*teacher_feats))
         loss = pixel + self.cfg.feature_weight * feature
         return {"loss": loss, "output": out.pred, "pixel": pixel.detach(), "feature": feature.detach()}
 

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
 
 from vsd.config import Config
 from vsd.losses.mae import cls_distillation_loss
-from vsd.tasks.base import TaskContext
+from vsd.tasks.base import TaskContext, classifier_parameters
 from vsd.tasks.mae import MAEConfig, MAETask, probe_due
 from vsd.tasks.registry import register_task
 from vsd.wrappers.truncated_teacher import load_teacher_weights
@@ -90,18 +90,23 @@ class FurtherPretrainSDTask(MAETask):
         self.stage = 1 if epoch < self.switch_epoch else 2
         self.teacher.train(self.stage == 1 and self.training)
 
+    def idle_parameters(self) -> List[nn.Parameter]:
+        """The network this stage does not train (the student in stage 1, the frozen teacher in stage 2) and
+        the trained network's classifier (no loss reads it)."""
+        trained, idle = (self.teacher, self.mae) if self.stage == 1 else (self.mae, self.teacher)
+        return list(idle.parameters()) + classifier_parameters(trained)
+
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Tensor]:  # type: ignore[override]
         if self.stage == 1:
             pixel, out = self.masked_step(self.teacher, input)
-            return {"loss": pixel, "output": out.pred, "pixel": pixel.detach(),
-                    "stage": torch.tensor(1.0)}
+            return {"loss": pixel, "output": out.pred, "pixel": pixel.detach(), "stage": pixel.new_tensor(1.0)}
         pixel, out = self.masked_step(self.mae, input)
         with torch.no_grad():
             teacher_cls = self.teacher.forward_features(input)[:, 0]
         distill = cls_distillation_loss(self.mae.forward_features(input)[:, 0], teacher_cls)
         loss = pixel + self.cfg.distill_weight * distill
         return {"loss": loss, "output": out.pred, "pixel": pixel.detach(), "distill": distill.detach(),
-                "stage": torch.tensor(2.0)}
+                "stage": pixel.new_tensor(2.0)}
 
     def get_eval_model(self, module: Optional[nn.Module] = None, ema: bool = False) -> nn.Module:
         """The network being trained in the current stage (teacher in stage 1, student in stage 2)."""

@@ -13,7 +13,7 @@ Defaults follow the official MAE recipe (mask ratio 0.75, normalized-pixel targe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from vsd.config import Config, MethodConfig
 from vsd.losses.mae import mae_pixel_loss
 from vsd.models.mae import MaskedAutoencoderViT, MAEOutput, check_mask_ratio
 from vsd.probe import probe_model
-from vsd.tasks.base import TaskContext, VSDTask
+from vsd.tasks.base import TaskContext, VSDTask, classifier_parameters
 from vsd.tasks.registry import register_task
 
 
@@ -71,6 +71,10 @@ class MAETask(VSDTask):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Tensor]:  # type: ignore[override]
         loss, out = self.masked_step(self.mae, input)
         return {"loss": loss, "output": out.pred}
+
+    def idle_parameters(self) -> List[nn.Parameter]:
+        """The ViT classifier: the masked-pixel loss never reads it."""
+        return classifier_parameters(self.mae)
 
     def get_eval_model(self, module: Optional[nn.Module] = None, ema: bool = False) -> nn.Module:
         """The encoder being trained: a timm ViT whose eval forward returns (untrained-head) logits."""

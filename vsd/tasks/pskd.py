@@ -20,6 +20,7 @@ from timm.utils.model import unwrap_model
 from torch import nn
 
 from vsd.config import Config, ConfigError, MethodConfig
+from vsd.losses.nkd import at_least_float32
 from vsd.losses.pskd import PSKDLoss, PSKDOutput, pskd_alpha
 from vsd.tasks.base import TaskContext, VSDTask
 from vsd.tasks.registry import register_task
@@ -88,7 +89,7 @@ class PSKDBankTask(_PSKDTask):
         if index is None:
             raise ValueError("PS-KD bank mode needs sample indices: call task(x, y, index=idx) with a loader over "
                              "vsd.data.IndexedDataset, or use method.mode=snapshot")
-        logits = self.trainable_module(input)
+        (logits,) = at_least_float32(self.trainable_module(input))  # log-softmax in float32 under autocast
         prev = self.bank.get(index, target) if self.epoch > 0 else None
         result = self._result(PSKDOutput(logits, prev, pskd_alpha(self.epoch, self.epochs, self.alpha_T)), target)
         if self.trainable_module.training:

@@ -39,8 +39,9 @@ from torch import nn
 
 from vsd.config import Config, MethodConfig
 from vsd.losses.dino import DINOLoss
+from vsd.losses.nkd import at_least_float32
 from vsd.probe import embed, probe_model
-from vsd.tasks.base import TaskContext, VSDTask
+from vsd.tasks.base import TaskContext, VSDTask, classifier_parameters
 from vsd.tasks.mae import probe_due
 from vsd.tasks.registry import register_task
 from vsd.wrappers.dino_head import DINOHead
@@ -169,8 +170,15 @@ class RandomTeacherTask(VSDTask):
         views = input if isinstance(input, (list, tuple)) else [input]
         student = torch.stack([self.trainable_module(v) for v in views])
         teacher = torch.stack([self.teacher(v) for v in views])
-        loss = self.criterion(student, teacher)
+        loss = self.criterion(*at_least_float32(student, teacher))  # softmax cross-entropy in float32
         return {"loss": loss, "output": student[0]}
+
+    def idle_parameters(self) -> List[nn.Parameter]:
+        """The student encoder's classifier: the DINO head reads the embedding before it (:func:`vsd.probe.embed`
+        goes through ``forward_head(pre_logits=True)`` when the encoder has it)."""
+        encoder = self.trainable_module.encoder
+        uses_head_api = hasattr(encoder, "forward_features") and hasattr(encoder, "forward_head")
+        return classifier_parameters(encoder) if uses_head_api else []
 
     def get_eval_model(self, module: Optional[nn.Module] = None, ema: bool = False) -> nn.Module:
         """The student encoder (its eval forward returns the model's own, untrained-head logits)."""

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsd.config import Config, ConfigError, MethodConfig
+from vsd.losses.nkd import at_least_float32
 from vsd.losses.sla import SLALoss, SLAOutput, SLASDLoss
 from vsd.tasks.base import TaskContext, VSDTask
 from vsd.tasks.registry import register_task
@@ -56,6 +57,9 @@ class SLATask(VSDTask):
         output = self.trainable_module(input)
         if not isinstance(output, SLAOutput):  # eval mode returns logits
             return {"loss": F.cross_entropy(output, target), "output": output}
+        (joint,) = at_least_float32(output.joint_logits)  # softmax / KL terms in float32 under autocast
+        single = None if output.single_logits is None else at_least_float32(output.single_logits)[0]
+        output = SLAOutput(joint, single, output.num_transforms)
         terms = self.criterion.terms(output, target)
         return {"loss": sum(terms.values()), "output": output.logits(), **terms}
 
