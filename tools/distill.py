@@ -43,13 +43,15 @@ def main(argv=None) -> int:
         if (out / "results.json").exists() and not cfg.overwrite:
             raise FileExistsError(f"output folder {str(out)!r} already holds a finished run; set overwrite=true "
                                   "or choose another output")
-        if cfg.overwrite:
-            for name in ("checkpoint.safetensors", "results.json"):
-                (out / name).unlink(missing_ok=True)
+        main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 writes the files
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+        if main_rank:  # the distillers pass a barrier before they look for a checkpoint
+            if cfg.overwrite:
+                for name in ("checkpoint.safetensors", "results.json"):
+                    (out / name).unlink(missing_ok=True)
+            save_config(cfg, out / "config.yaml")
         results = run_distiller(cfg, out)
-        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes the files
+        if not main_rank:
             return results
         atomic_write_json(out / "results.json", results)
         status["diverged"] = results.get("status") == "diverged"
