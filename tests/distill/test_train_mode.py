@@ -1,0 +1,39 @@
+"""The MTT student trains in train mode (MTT's ``distill.py``): with BatchNorm the inner steps normalise with
+batch statistics, even after the expert-accuracy check left the network in eval mode."""
+import copy
+
+import torch
+
+from vsd.config import load_config
+from vsd.distill import mtt as mtt_module
+from vsd.distill import run_distiller
+from vsd.distill.flat import FlatModel
+
+
+def test_inner_loop_runs_batchnorm_in_train_mode(tmp_path, monkeypatch):
+    real = mtt_module.matching_grads
+    seen = []
+
+    def probe(backend, fm, w0, targets, images, *args, **kwargs):
+        with torch.no_grad():
+            x = images[:6].detach()
+            used = fm(w0, x)  # what the inner step computes (the module's mode decides BatchNorm's statistics)
+            train_ref = FlatModel(copy.deepcopy(fm.model).train())(w0, x)
+            eval_ref = FlatModel(copy.deepcopy(fm.model).eval())(w0, x)
+        seen.append((fm.model.training, used, train_ref, eval_ref))
+        return real(backend, fm, w0, targets, images, *args, **kwargs)
+
+    monkeypatch.setattr(mtt_module, "matching_grads", probe)
+    cfg = load_config(None, [
+        "data.name=digits", "data.image_size=8", "model.name=convnet_d1",
+        "model.kwargs={net_width: 4, net_norm: batchnorm}", "train.device=cpu", "distill.method=mtt",
+        "distill.ipc=1", "distill.iterations=2", "distill.syn_steps=2", "distill.expert_epochs=1",
+        "distill.max_start_epoch=1", "distill.num_experts=1", "distill.expert_train_epochs=1",
+        f"distill.buffer_dir={tmp_path / 'b'}", "distill.eval_nets=0", "distill.progress=false",
+        "distill.export_imagefolder=false"])
+    run_distiller(cfg, tmp_path / "out")
+    assert len(seen) == 2
+    for training, used, train_ref, eval_ref in seen:
+        assert training
+        torch.testing.assert_close(used, train_ref)
+        assert (used - eval_ref).abs().max() > 1e-2  # the two modes differ here: the check can fail
