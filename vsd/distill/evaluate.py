@@ -52,7 +52,7 @@ def train_network(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
         if epoch == epochs // 2:
             for group in opt.param_groups:
                 group["lr"] = lr * 0.1
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator).to(images.device)  # CPU generator: same draws anywhere
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             x = images[idx]

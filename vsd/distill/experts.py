@@ -107,7 +107,7 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, s
     model.train()
     n = images.shape[0]
     for epoch in range(spec.epochs):
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator).to(images.device)  # CPU generator: same draws anywhere
         for start in range(0, n, spec.batch_size):
             idx = order[start:start + spec.batch_size]
             x, y = images[idx], labels[idx]

@@ -210,9 +210,14 @@ class _Distillation:
             generator=torch.Generator().manual_seed(cfg.seed + 2))
         self.augment = crop_flip(size, flip).to(device)
         self.step = 0
-        self.last_loss: Optional[float] = None
+        self.loss: Optional[torch.Tensor] = None  # the last outer loss, kept on the device
 
-    def outer_step(self) -> float:
+    @property
+    def last_loss(self) -> Optional[float]:
+        return None if self.loss is None else float(self.loss)
+
+    def outer_step(self) -> torch.Tensor:
+        """One outer iteration; returns the (detached, on-device) outer loss without a host sync."""
         d = self.d
         idx = self.pool.sample()
         member = self.pool.members[idx].eval()
@@ -242,8 +247,8 @@ class _Distillation:
         self.sched.step()
         self.pool.update(idx, self.x_syn, self.y_syn)
         self.step += 1
-        self.last_loss = float(loss.detach())
-        return self.last_loss
+        self.loss = loss.detach()
+        return self.loss
 
     def save(self, path: Path) -> None:
         """Write the exact-resume checkpoint (via :mod:`vsd.distill.state`)."""
@@ -263,7 +268,7 @@ class _Distillation:
                              f"{self.x_syn.shape[0]}, or start afresh with overwrite=true") from None
         self.sched.load_state_dict(extra["sched"])
         self.pool.load_state_dict(extra["pool"])
-        self.last_loss = extra["last_loss"]
+        self.loss = None if extra["last_loss"] is None else torch.tensor(extra["last_loss"], device=self.device)
 
 
 def load_krr_st_set(path: Union[str, Path]) -> PretrainSet:
@@ -371,12 +376,12 @@ def distill_krr_st(cfg: Config, out_dir: Path) -> Dict[str, Any]:
         log(f"resumed from {state_path} at iteration {run.step}")
     else:
         run.pool.warm_up(run.x_syn, run.y_syn)
-    losses: List[float] = []
+    window: List[torch.Tensor] = []  # losses since the last log line (one host sync per line)
     while run.step < d.iterations:
-        losses.append(run.outer_step())
+        window.append(run.outer_step())
         if run.step % d.log_every == 0 or run.step == d.iterations:
-            recent = losses[-d.log_every:]
-            log(f"iteration {run.step}/{d.iterations}: outer mse {sum(recent) / len(recent):.5f}")
+            log(f"iteration {run.step}/{d.iterations}: outer mse {float(torch.stack(window).mean()):.5f}")
+            window = []
         if run.step % d.checkpoint_every == 0 or run.step == d.iterations:
             run.save(state_path)
     width = int(_encode(encoder, source[:2], device).shape[1])

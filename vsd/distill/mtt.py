@@ -497,7 +497,8 @@ def distill_mtt(cfg: Config, out_dir: Path) -> Dict[str, Any]:
     evaluation = evaluate_all(cfg, problem, final_images, targets, syn_lr, augment, say) if env.is_main else {}
     results: Dict[str, Any] = {
         "method": "mtt", "dataset": info.name, "model": cfg.model.name, "ipc": d.ipc, "syn_lr": syn_lr,
-        "world_size": env.world_size, "amp": dtype_name(problem.amp), "expert_full_data": full, **run, **expert_stats, **{f"eval_{k}": v for k, v in evaluation.items()},
+        "world_size": env.world_size, "amp": dtype_name(problem.amp), "expert_full_data": full, **run,
+        **expert_stats, **{f"eval_{k}": v for k, v in evaluation.items()},
     }
     if env.is_main:
         meta = {"method": "mtt", "dataset": info.name, "classes": list(info.classes), "mean": list(info.mean),
