@@ -2,6 +2,7 @@
 batch statistics, even after the expert-accuracy check left the network in eval mode."""
 import copy
 
+import pytest
 import torch
 
 from vsd.config import load_config
@@ -10,7 +11,9 @@ from vsd.distill import run_distiller
 from vsd.distill.flat import FlatModel
 
 
-def test_inner_loop_runs_batchnorm_in_train_mode(tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", [
+    "unroll", pytest.param("constant_memory", marks=pytest.mark.slow), pytest.param("higher", marks=pytest.mark.slow)])
+def test_inner_loop_runs_batchnorm_in_train_mode(tmp_path, monkeypatch, backend):
     real = mtt_module.matching_grads
     seen = []
 
@@ -30,7 +33,7 @@ def test_inner_loop_runs_batchnorm_in_train_mode(tmp_path, monkeypatch):
         "distill.ipc=1", "distill.iterations=2", "distill.syn_steps=2", "distill.expert_epochs=1",
         "distill.max_start_epoch=1", "distill.num_experts=1", "distill.expert_train_epochs=1",
         f"distill.buffer_dir={tmp_path / 'b'}", "distill.eval_nets=0", "distill.progress=false",
-        "distill.export_imagefolder=false"])
+        "distill.export_imagefolder=false", f"distill.backend={backend}"])
     run_distiller(cfg, tmp_path / "out")
     assert len(seen) == 2
     for training, used, train_ref, eval_ref in seen:
