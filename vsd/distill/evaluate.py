@@ -80,6 +80,29 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return 100.0 * int(correct) / max(1, images.shape[0])
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 512,
+                          amp: Optional[torch.dtype] = None) -> nn.Module:
+    """Set every BatchNorm's running statistics to the average of its batch statistics over ``images``
+    (train-mode forward passes with ``momentum=None``); a no-op without BatchNorm. For parameters that come
+    without their running statistics (expert trajectories store parameters only)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return model
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    for start in range(0, images.shape[0], batch_size):
+        with autocast(amp, images.device.type):
+            model(images[start:start + batch_size])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return model.train(was_training)
+
+
 def summarize(values: List[float]) -> Dict[str, object]:
     """``{'mean', 'std', 'accs'}`` with the population standard deviation."""
     t = torch.tensor(values, dtype=torch.float64)

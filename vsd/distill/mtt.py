@@ -40,7 +40,7 @@ from torch import nn
 from vsd.config import Config, DistillConfig, config_to_dict
 from vsd.distill import init as syn_init
 from vsd.distill.augment import DEFAULT_STRATEGY, DSA
-from vsd.distill.evaluate import evaluate_set, summarize, accuracy
+from vsd.distill.evaluate import accuracy, evaluate_set, recalibrate_batchnorm, summarize
 from vsd.distill.experts import ExpertSpec, buffer_identity, build_buffer, load_buffer
 from vsd.distill.export import export_imagefolder, save_class_grids, save_distilled, to_display
 from vsd.distill.flat import FlatModel
@@ -255,10 +255,12 @@ def _printer(enabled: bool) -> Callable[[str], None]:
 
 
 def expert_accuracy(problem: Problem, fm: FlatModel, trajectories: List[torch.Tensor]) -> Dict[str, object]:
-    """Test top-1 of each expert's final parameters (the full-data accuracy of the expert recipe)."""
+    """Test top-1 of each expert's final parameters (the full-data accuracy of the expert recipe). The buffer holds
+    parameters only: BatchNorm statistics are re-estimated on the (un-augmented) training images first."""
     accs = []
     for traj in trajectories:
         fm.load_into_module(traj[-1].to(problem.device))
+        recalibrate_batchnorm(fm.model, problem.train[0], amp=problem.amp)
         accs.append(accuracy(fm.model, *problem.test, amp=problem.amp))
     return summarize(accs)
 
