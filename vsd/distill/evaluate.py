@@ -58,7 +58,7 @@ def train_network(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
             x = images[idx]
             if augment is not None:
                 x = augment(x, generator=generator)
-            with autocast(amp, x.device.type):
+            with autocast(amp, x.device):
                 output = model(x)
             loss = loss_fn(output.float(), targets[idx])
             opt.zero_grad(set_to_none=True)
@@ -74,7 +74,7 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=images.device)
     for start in range(0, images.shape[0], batch_size):
-        with autocast(amp, images.device.type):
+        with autocast(amp, images.device):
             pred = model(images[start:start + batch_size]).argmax(dim=1)
         correct += (pred == labels[start:start + batch_size]).sum()
     return 100.0 * int(correct) / max(1, images.shape[0])
@@ -96,7 +96,7 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
     was_training = model.training
     model.train()
     for start in range(0, images.shape[0], batch_size):
-        with autocast(amp, images.device.type):
+        with autocast(amp, images.device):
             model(images[start:start + batch_size])
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum

@@ -101,7 +101,7 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, s
     ``spec.autocast='bfloat16'``: forward/backward under bf16 autocast (the cross-entropy, the gradient penalty's
     norm and the parameters stay float32)."""
     fm = FlatModel(model)
-    amp = autocast(AUTOCAST[spec.autocast], images.device.type)
+    amp = AUTOCAST[spec.autocast]
     opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     snapshots = [fm.flatten_module().float().cpu()]
     model.train()
@@ -112,7 +112,7 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, s
             idx = order[start:start + spec.batch_size]
             x, y = images[idx], labels[idx]
             x_aug = augment(x, generator=generator) if augment is not None else x
-            with amp:
+            with autocast(amp, images.device):
                 loss = F.cross_entropy(model(x_aug), y).float() * loss_scale(epoch, spec.loss_scaling)
                 if spec.grad_penalty:
                     loss = loss + spec.grad_penalty * gradient_penalty(model, x)

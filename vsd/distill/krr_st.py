@@ -174,7 +174,7 @@ def _target_encoder(cfg: Config, images: torch.Tensor, info: Any, out_dir: Path,
 def _encode(encoder: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 512,
             amp: Optional[torch.dtype] = None) -> torch.Tensor:
     """``g(images)`` in float32, in chunks of ``batch`` (features under autocast ``amp``)."""
-    with autocast(amp, device.type):
+    with autocast(amp, device):
         return torch.cat([encoder(images[i:i + batch].to(device)).float() for i in range(0, images.shape[0], batch)])
 
 
@@ -226,10 +226,10 @@ class _Distillation:
         with torch.no_grad():
             x_all = self.augment(self.source[batch].to(self.device))  # the whole batch: RNG in step on all ranks
             x_real = torch.tensor_split(x_all, env.world_size)[env.rank]
-            with autocast(self.amp, self.device.type):
+            with autocast(self.amp, self.device):
                 y_real = self.encoder(x_real).float()
                 f_real = member_features(member, x_real).float()
-        with autocast(self.amp, self.device.type):
+        with autocast(self.amp, self.device):
             f_syn = member_features(member, self.x_syn).float()
         solve = torch.float64 if d.float64 else (torch.float32 if self.amp is not None else None)
         loss = krr_st_outer_loss(f_syn, self.y_syn, f_real, y_real, lam=d.lam, lam_scale=d.lam_scale, dtype=solve)

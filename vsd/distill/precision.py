@@ -5,8 +5,9 @@ bfloat16 where PyTorch deems it safe; parameters, optimizer states, stored traje
 need exact stay float32: the cross-entropy (autocast computes it in float32), the trajectory-matching inner loop
 and loss (never autocast), the KRR solve (its features are cast to float32 first).
 
-``train.amp`` may be a choice (``"none"`` / ``"bf16"``: bf16 on any device, CPU included) or the older boolean
-(``true`` = bf16 on CUDA only, as the trainer reads it; ``false`` = off).
+``train.amp`` may be a choice (``"none"`` / ``"bf16"``: bf16 on any device, CPU included) or the boolean
+(``true`` = bf16 on CUDA only, as the trainer reads it; ``false`` = off). ``fp16`` is refused here: expert
+training and evaluation have no loss scaler.
 
 Example:
     >>> import torch
@@ -32,12 +33,13 @@ def autocast_dtype(amp: Union[bool, str, None], device: torch.device) -> Optiona
         return torch.bfloat16
     if isinstance(amp, str) and amp.lower() in OFF:
         return None
-    raise ValueError(f"train.amp must be 'none' or 'bf16' for distillation, got {amp!r}")
+    raise ValueError(f"train.amp must be true, false, 'none' or 'bf16' for distillation (no loss scaling for "
+                     f"fp16), got {amp!r}")
 
 
-def autocast(dtype: Optional[torch.dtype], device_type: str) -> ContextManager:
-    """``torch.autocast(device_type, dtype)``, or a no-op context when ``dtype`` is None."""
-    return nullcontext() if dtype is None else torch.autocast(device_type, dtype=dtype)
+def autocast(dtype: Optional[torch.dtype], device: torch.device) -> ContextManager:
+    """``torch.autocast`` for ``device`` in ``dtype``, or a no-op context when ``dtype`` is None."""
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def dtype_name(dtype: Optional[torch.dtype]) -> str:
