@@ -28,7 +28,8 @@ Under ``torchrun`` the real batch is split over the ranks: every rank draws and 
 averaged weighted by slice size. The outer loss is a mean over real images and the KRR solve depends on the
 synthetic set only, so W ranks give the single-process gradient; the synthetic set stays identical on every
 rank. The target encoder is trained on every rank and rank 0's weights are broadcast; rank 0 writes the files
-and runs the transfer benchmark. ``train.amp: bf16`` computes the encoder's and the pool member's features
+and runs the transfer benchmark. (On CUDA, non-deterministic kernels may let the pool members drift apart
+slightly between ranks; the synthetic set still stays identical, as every rank applies the averaged gradient.) ``train.amp: bf16`` computes the encoder's and the pool member's features
 under bf16 autocast; the kernels and the solve are float32 (float64 with ``distill.float64``).
 """
 from __future__ import annotations
