@@ -16,7 +16,7 @@ Example:
     >>> pool = ModelPool(lambda: torch.nn.Linear(4, 2), size=3, max_steps=5,
     ...                  make_optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1))
     >>> pool.warm_up(torch.randn(6, 4), torch.randn(6, 2))
-    >>> pool.update(pool.sample(), torch.randn(6, 4), torch.randn(6, 2))
+    >>> loss = pool.update(pool.sample(), torch.randn(6, 4), torch.randn(6, 2))
 """
 from __future__ import annotations
 
