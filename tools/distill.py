@@ -35,9 +35,7 @@ def main(argv=None) -> int:
     def job(cfg):
         from vsd.config import save_config
         from vsd.distill import run_distiller
-        from vsd.engine.io import atomic_write_json
-
-        from vsd.engine.io import remove_stale_temporaries
+        from vsd.engine.io import atomic_write_json, remove_stale_temporaries
         from vsd.engine.preflight import check_inputs
         from vsd.engine.run_folder import check_distill_rerun
 
@@ -49,15 +47,17 @@ def main(argv=None) -> int:
             raise FileExistsError(f"output folder {str(out)!r} already holds a finished run; set overwrite=true "
                                   "or choose another output")
         check_distill_rerun(out, cfg)
-        if int(os.environ.get("RANK", "0")) == 0:
+        main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 writes the files
+        if main_rank:
             remove_stale_temporaries(out)
-        if cfg.overwrite:
-            for name in ("checkpoint.safetensors", "results.json"):
-                (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+        if main_rank:  # the distillers pass a barrier before they look for a checkpoint
+            if cfg.overwrite:
+                for name in ("checkpoint.safetensors", "results.json"):
+                    (out / name).unlink(missing_ok=True)
+            save_config(cfg, out / "config.yaml")
         results = run_distiller(cfg, out)
-        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes the files
+        if not main_rank:
             return results
         atomic_write_json(out / "results.json", results)
         status["diverged"] = results.get("status") == "diverged"

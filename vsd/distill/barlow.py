@@ -127,7 +127,7 @@ def train_barlow_twins(encoder: nn.Module, images: torch.Tensor, augment: Callab
     projector.train()
     for epoch in range(epochs):
         order = torch.randperm(images.shape[0])
-        running = 0.0
+        running = torch.zeros((), device=device)
         for i in range(steps_per_epoch):
             x = images[order[i * batch_size:(i + 1) * batch_size]].to(device)
             with torch.no_grad():
@@ -137,9 +137,9 @@ def train_barlow_twins(encoder: nn.Module, images: torch.Tensor, augment: Callab
             loss.backward()
             opt.step()
             sched.step()
-            running += float(loss.detach())
+            running += loss.detach()
         if log is not None:
-            log(f"barlow twins epoch {epoch + 1}/{epochs}: loss {running / max(1, steps_per_epoch):.4f}")
+            log(f"barlow twins epoch {epoch + 1}/{epochs}: loss {float(running) / max(1, steps_per_epoch):.4f}")
     return net.eval()
 
 

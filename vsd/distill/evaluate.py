@@ -3,7 +3,8 @@
 Protocol of MTT / DSA (``evaluate_synset``): SGD momentum 0.9, weight decay 5e-4, batch 256, DSA on the training
 images, the learning rate divided by 10 at half of the epochs; report mean and standard deviation (population
 std, as ``np.std``) of the test top-1 over the networks. Training targets may be class indices, soft targets
-(probabilities) or regression targets: pass ``loss_fn`` for anything but the first two.
+(probabilities) or regression targets: pass ``loss_fn`` for anything but the first two. ``amp``: an autocast
+dtype (bfloat16) for the networks' forward passes; the loss is computed in float32.
 
 Example:
     >>> import torch
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsd.distill.augment import DSA
+from vsd.distill.precision import autocast
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -37,7 +39,7 @@ def default_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def train_network(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *, epochs: int, lr: float,
                   batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
                   augment: Optional[DSA] = None, loss_fn: LossFn = default_loss,
-                  generator: Optional[torch.Generator] = None) -> nn.Module:
+                  generator: Optional[torch.Generator] = None, amp: Optional[torch.dtype] = None) -> nn.Module:
     """Train ``model`` in place (lr x0.1 after ``epochs // 2`` epochs) and return it in eval mode."""
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"evaluation learning rate must be a positive finite number, got {lr}")
@@ -50,13 +52,15 @@ def train_network(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
         if epoch == epochs // 2:
             for group in opt.param_groups:
                 group["lr"] = lr * 0.1
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator).to(images.device)  # CPU generator: same draws anywhere
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             x = images[idx]
             if augment is not None:
                 x = augment(x, generator=generator)
-            loss = loss_fn(model(x), targets[idx])
+            with autocast(amp, x.device):
+                output = model(x)
+            loss = loss_fn(output.float(), targets[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -64,14 +68,39 @@ def train_network(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
-    """Top-1 accuracy in percent."""
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512,
+             amp: Optional[torch.dtype] = None) -> float:
+    """Top-1 accuracy in percent (counted on the images' device, one host sync at the end)."""
     model.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=images.device)
     for start in range(0, images.shape[0], batch_size):
-        pred = model(images[start:start + batch_size]).argmax(dim=1)
-        correct += int((pred == labels[start:start + batch_size]).sum())
-    return 100.0 * correct / max(1, images.shape[0])
+        with autocast(amp, images.device):
+            pred = model(images[start:start + batch_size]).argmax(dim=1)
+        correct += (pred == labels[start:start + batch_size]).sum()
+    return 100.0 * int(correct) / max(1, images.shape[0])
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 512,
+                          amp: Optional[torch.dtype] = None) -> nn.Module:
+    """Set every BatchNorm's running statistics to the average of its batch statistics over ``images``
+    (train-mode forward passes with ``momentum=None``); a no-op without BatchNorm. For parameters that come
+    without their running statistics (expert trajectories store parameters only)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return model
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    for start in range(0, images.shape[0], batch_size):
+        with autocast(amp, images.device):
+            model(images[start:start + batch_size])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return model.train(was_training)
 
 
 def summarize(values: List[float]) -> Dict[str, object]:
@@ -84,7 +113,8 @@ def summarize(values: List[float]) -> Dict[str, object]:
 def evaluate_set(make_model: Callable[[], nn.Module], images: torch.Tensor, targets: torch.Tensor,
                  test_images: torch.Tensor, test_labels: torch.Tensor, *, num_nets: int = 5, epochs: int = 300,
                  lr: float = 0.01, batch_size: int = 256, augment: Optional[DSA] = None,
-                 loss_fn: LossFn = default_loss, seed: int = 0, **train_kw) -> Dict[str, object]:
+                 loss_fn: LossFn = default_loss, seed: int = 0, amp: Optional[torch.dtype] = None,
+                 **train_kw) -> Dict[str, object]:
     """Train ``num_nets`` fresh networks (seeds ``seed + k``) on (images, targets); test top-1 mean and std."""
     accs = []
     for k in range(num_nets):
@@ -93,6 +123,6 @@ def evaluate_set(make_model: Callable[[], nn.Module], images: torch.Tensor, targ
             model = make_model().to(images.device)
             generator = torch.Generator().manual_seed(seed + k)
             train_network(model, images, targets, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
-                          loss_fn=loss_fn, generator=generator, **train_kw)
-        accs.append(accuracy(model, test_images, test_labels))
+                          loss_fn=loss_fn, generator=generator, amp=amp, **train_kw)
+        accs.append(accuracy(model, test_images, test_labels, amp=amp))
     return summarize(accs)

@@ -15,8 +15,12 @@ channels (the official code takes it over the channel axis only, per pixel); the
 batch like the official code. Each expert has its own seed (``seed * 100003 + index``), so an interrupted buffer
 run resumes by training only the missing experts and gives the same buffer as an uninterrupted run.
 
+Experts are augmented with ``spec.dsa_strategy``, the strategy the distillation and the evaluation use (MTT's
+``buffer.py`` and ``distill.py`` share ``--dsa_strategy``), so e.g. digits experts never see flips.
+
 Storage: a folder with ``buffer.json`` (format, the identity: model, model kwargs, data set, image size,
-channels, classes, ZCA flag, parameter names and shapes; the training spec) and ``expert_XXX.safetensors``
+channels, classes, ZCA flag, parameter names and shapes; the training spec, DSA strategy and autocast
+included) and ``expert_XXX.safetensors``
 (``trajectory`` [epochs + 1, P], float32 or float16). :func:`load_buffer` refuses a buffer whose identity differs
 from the caller's (another architecture or data set) with :class:`BufferMismatchError`.
 """
@@ -34,13 +38,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vsd.distill.augment import DSA
+from vsd.distill.augment import DEFAULT_STRATEGY, DSA
 from vsd.distill.flat import FlatModel
+from vsd.distill.precision import autocast
 from vsd.engine.io import atomic_path, atomic_write_json
 
 BUFFER_FORMAT = "vsd-expert-buffer"
 BUFFER_VERSION = 1
 LOSS_SCALES = tuple(0.5 + 0.05 * e for e in range(10))
+AUTOCAST = {"none": None, "bfloat16": torch.bfloat16}
 
 
 class BufferMismatchError(ValueError):
@@ -61,6 +67,8 @@ class ExpertSpec:
     loss_scaling: bool = False
     grad_penalty: float = 0.0
     augment: bool = True
+    dsa_strategy: str = DEFAULT_STRATEGY
+    autocast: str = "none"
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -70,6 +78,8 @@ class ExpertSpec:
             raise ValueError(f"expert lr must be positive, got {self.lr}")
         if self.dtype not in ("float32", "float16"):
             raise ValueError(f"expert storage dtype must be 'float32' or 'float16', got {self.dtype!r}")
+        if self.autocast not in AUTOCAST:
+            raise ValueError(f"expert autocast must be one of {sorted(AUTOCAST)}, got {self.autocast!r}")
 
 
 def loss_scale(epoch: int, enabled: bool) -> float:
@@ -80,27 +90,32 @@ def loss_scale(epoch: int, enabled: bool) -> float:
 def gradient_penalty(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``mean_i (||d sum_k f_k(x_i) / d x_i||_2 - 1)^2`` with a graph (so it can be minimised)."""
     x = x.detach().requires_grad_(True)
-    grad = torch.autograd.grad(model(x).sum(), x, create_graph=True)[0]
-    return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
+    grad = torch.autograd.grad(model(x).float().sum(), x, create_graph=True)[0]
+    return ((grad.float().flatten(1).norm(dim=1) - 1.0) ** 2).mean()
 
 
 def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, spec: ExpertSpec,
                  augment: Optional[DSA] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Train ``model`` in place on (images, labels) and return its trajectory [epochs + 1, P] (float32)."""
+    """Train ``model`` in place on (images, labels) and return its trajectory [epochs + 1, P] (float32).
+
+    ``spec.autocast='bfloat16'``: forward/backward under bf16 autocast (the cross-entropy, the gradient penalty's
+    norm and the parameters stay float32)."""
     fm = FlatModel(model)
+    amp = AUTOCAST[spec.autocast]
     opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     snapshots = [fm.flatten_module().float().cpu()]
     model.train()
     n = images.shape[0]
     for epoch in range(spec.epochs):
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator).to(images.device)  # CPU generator: same draws anywhere
         for start in range(0, n, spec.batch_size):
             idx = order[start:start + spec.batch_size]
             x, y = images[idx], labels[idx]
             x_aug = augment(x, generator=generator) if augment is not None else x
-            loss = F.cross_entropy(model(x_aug), y) * loss_scale(epoch, spec.loss_scaling)
-            if spec.grad_penalty:
-                loss = loss + spec.grad_penalty * gradient_penalty(model, x)
+            with autocast(amp, images.device):
+                loss = F.cross_entropy(model(x_aug), y).float() * loss_scale(epoch, spec.loss_scaling)
+                if spec.grad_penalty:
+                    loss = loss + spec.grad_penalty * gradient_penalty(model, x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -180,7 +195,7 @@ def build_buffer(folder: Path, identity: Dict[str, Any], spec: ExpertSpec, num_e
     else:  # every rank may write it: identical content, atomic replace
         atomic_write_json(folder / "buffer.json", _header(identity, spec))
     num_params = sum(p.numel() for p in make_model().parameters())
-    augment = DSA() if spec.augment else None
+    augment = DSA(spec.dsa_strategy) if spec.augment else None
     trained = []
     for index in range(rank, num_experts, world_size):
         path = _expert_path(folder, index)

@@ -22,6 +22,15 @@ networks); the real-image features are computed without gradient as there; optio
 Checkpoints (``checkpoint.safetensors``, every ``checkpoint_every`` iterations) hold X_syn, Y_syn, the
 optimizer, the schedule position, the pool and every RNG state, so a resumed run reproduces an uninterrupted
 one exactly; the trained target encoder is saved once as ``target_model.safetensors``.
+
+Under ``torchrun`` the real batch is split over the ranks: every rank draws and augments the same whole batch
+(the generators stay in step), encodes and featurises its own slice, and the gradients of X_syn and Y_syn are
+averaged weighted by slice size. The outer loss is a mean over real images and the KRR solve depends on the
+synthetic set only, so W ranks give the single-process gradient; the synthetic set stays identical on every
+rank. The target encoder is trained on every rank and rank 0's weights are broadcast; rank 0 writes the files
+and runs the transfer benchmark. (On CUDA, non-deterministic kernels may let the pool members drift apart
+slightly between ranks; the synthetic set still stays identical, as every rank applies the averaged gradient.) ``train.amp: bf16`` computes the encoder's and the pool member's features
+under bf16 autocast; the kernels and the solve are float32 (float64 with ``distill.float64``).
 """
 from __future__ import annotations
 
@@ -39,12 +48,13 @@ from vsd.distill.barlow import load_encoder_weights, ssl_augmentation, train_bar
 from vsd.distill.export import load_distilled, save_class_grids, save_distilled, to_display
 from vsd.distill.krr import krr_st_outer_loss
 from vsd.distill.model_pool import ModelPool, member_features
+from vsd.distill.precision import autocast, autocast_dtype, dtype_name
 from vsd.distill.registry import register_distiller
-from vsd.distill.state import load_progress, save_progress
+from vsd.distill.state import allreduce_mean, broadcast_, load_progress, run_device, save_progress
 from vsd.distill.transfer import (PretrainSet, PretrainSource, TargetTask, TransferConfig,
                                   crop_flip, load_tm_set, make_target_task, run_transfer)
 from vsd.engine.checkpoint import CheckpointError, save_checkpoint
-from vsd.engine.distributed import resolve_device
+from vsd.engine.distributed import DistEnv, barrier
 from vsd.engine.rng import seed_everything
 from vsd.models import create_network
 
@@ -131,16 +141,19 @@ def _select_classes(images: torch.Tensor, labels: torch.Tensor, classes: List[in
 
 
 def _target_encoder(cfg: Config, images: torch.Tensor, info: Any, out_dir: Path, device: torch.device,
-                    log: Callable[[str], None]) -> nn.Module:
-    """The frozen target model g: from ``target.checkpoint``, from a previous run in ``out_dir``, or trained."""
+                    log: Callable[[str], None], env: DistEnv) -> nn.Module:
+    """The frozen target model g: from ``target.checkpoint``, from a previous run in ``out_dir``, or trained
+    (on every rank; rank 0 saves it and its weights are broadcast)."""
     tcfg: TargetModelConfig = cfg.distill.target
     name = tcfg.model or cfg.model.name
     kwargs = tcfg.model_kwargs if tcfg.model else {**cfg.model.kwargs, **tcfg.model_kwargs}
     model = create_network(name, kwargs, tcfg.num_classes, info.in_chans, images.shape[-1])
     saved = out_dir / TARGET_FILE
+    reuse = saved.is_file() and not cfg.overwrite
+    barrier(env)  # every rank has looked before rank 0 may write the file
     if tcfg.checkpoint is not None:
         encoder = load_encoder_weights(model, tcfg.checkpoint)
-    elif saved.is_file() and not cfg.overwrite:
+    elif reuse:
         encoder = load_encoder_weights(model, saved)
     else:
         log(f"training the Barlow Twins target model ({name}) on {images.shape[0]} source images")
@@ -149,23 +162,28 @@ def _target_encoder(cfg: Config, images: torch.Tensor, info: Any, out_dir: Path,
         encoder = train_barlow_twins(model, images, augment, projector_dims=tcfg.projector, epochs=tcfg.epochs,
                                      batch_size=tcfg.batch_size, lr=tcfg.lr, weight_decay=tcfg.weight_decay,
                                      lambd=tcfg.lambd, device=device, log=log)
-        save_checkpoint(saved, {"model": encoder.model.state_dict(), "name": name})
+        if env.is_main:
+            save_checkpoint(saved, {"model": encoder.model.state_dict(), "name": name})
     encoder = encoder.to(device).eval()
+    broadcast_(encoder.state_dict().values())
     for p in encoder.parameters():
         p.requires_grad_(False)
     return encoder
 
 
 @torch.no_grad()
-def _encode(encoder: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 512) -> torch.Tensor:
-    return torch.cat([encoder(images[i:i + batch].to(device)) for i in range(0, images.shape[0], batch)])
+def _encode(encoder: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 512,
+            amp: Optional[torch.dtype] = None) -> torch.Tensor:
+    """``g(images)`` in float32, in chunks of ``batch`` (features under autocast ``amp``)."""
+    with autocast(amp, device):
+        return torch.cat([encoder(images[i:i + batch].to(device)).float() for i in range(0, images.shape[0], batch)])
 
 
 class _Distillation:
     """The mutable state of one KRR-ST run: synthetic set, optimizer, schedule, pool, batch sampler."""
 
     def __init__(self, cfg: Config, source: torch.Tensor, encoder: nn.Module, device: torch.device,
-                 flip: bool) -> None:
+                 flip: bool, env: DistEnv = DistEnv(), amp: Optional[torch.dtype] = None) -> None:
         d: KRRSTConfig = cfg.distill
         if d.num_images < 1 or d.num_images > source.shape[0]:
             raise ValueError(f"distill.num_images must lie in [1, {source.shape[0]}] (the source set size), "
@@ -173,11 +191,12 @@ class _Distillation:
         if d.iterations < 1:
             raise ValueError(f"distill.iterations must be >= 1, got {d.iterations}")
         self.cfg, self.d, self.source, self.encoder, self.device = cfg, d, source, encoder, device
+        self.env, self.amp = env, amp
         self.batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
         init_idx = torch.randperm(source.shape[0], generator=self.batch_gen)[:d.num_images]
         self.init_idx = init_idx
         self.x_syn = source[init_idx].clone().to(device).requires_grad_(True)
-        self.y_syn = _encode(encoder, self.x_syn.detach(), device).clone().requires_grad_(True)
+        self.y_syn = _encode(encoder, self.x_syn.detach(), device, amp=amp).clone().requires_grad_(True)
         self.opt = torch.optim.AdamW([self.x_syn, self.y_syn], lr=d.lr, weight_decay=d.weight_decay)
         self.sched = torch.optim.lr_scheduler.LinearLR(self.opt, start_factor=1.0, end_factor=d.lr_end_factor,
                                                        total_iters=d.iterations)
@@ -192,21 +211,35 @@ class _Distillation:
             generator=torch.Generator().manual_seed(cfg.seed + 2))
         self.augment = crop_flip(size, flip).to(device)
         self.step = 0
-        self.last_loss: Optional[float] = None
+        self.loss: Optional[torch.Tensor] = None  # the last outer loss, kept on the device
 
-    def outer_step(self) -> float:
+    @property
+    def last_loss(self) -> Optional[float]:
+        return None if self.loss is None else float(self.loss)
+
+    def outer_step(self) -> torch.Tensor:
+        """One outer iteration; returns the (detached, on-device) outer loss without a host sync."""
         d = self.d
         idx = self.pool.sample()
         member = self.pool.members[idx].eval()
         batch = torch.randperm(self.source.shape[0], generator=self.batch_gen)[:d.batch_real]
+        env = self.env
         with torch.no_grad():
-            x_real = self.augment(self.source[batch].to(self.device))
-            y_real = self.encoder(x_real)
-            f_real = member_features(member, x_real)
-        f_syn = member_features(member, self.x_syn)
-        loss = krr_st_outer_loss(f_syn, self.y_syn, f_real, y_real, lam=d.lam, lam_scale=d.lam_scale,
-                                 dtype=torch.float64 if d.float64 else None)
+            x_all = self.augment(self.source[batch].to(self.device))  # the whole batch: RNG in step on all ranks
+            x_real = torch.tensor_split(x_all, env.world_size)[env.rank]
+            with autocast(self.amp, self.device):
+                y_real = self.encoder(x_real).float()
+                f_real = member_features(member, x_real).float()
+        with autocast(self.amp, self.device):
+            f_syn = member_features(member, self.x_syn).float()
+        solve = torch.float64 if d.float64 else (torch.float32 if self.amp is not None else None)
+        loss = krr_st_outer_loss(f_syn, self.y_syn, f_real, y_real, lam=d.lam, lam_scale=d.lam_scale, dtype=solve)
         grads = torch.autograd.grad(loss, [self.x_syn, self.y_syn])
+        if env.enabled:  # this rank's share of the whole-batch mean, averaged over the ranks
+            share = x_real.shape[0] * env.world_size / x_all.shape[0]
+            grads = [g * share for g in grads]
+            loss = loss.detach() * share
+            allreduce_mean([*grads, loss])
         self.x_syn.grad, self.y_syn.grad = grads
         if d.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.x_syn, d.grad_clip)
@@ -215,8 +248,8 @@ class _Distillation:
         self.sched.step()
         self.pool.update(idx, self.x_syn, self.y_syn)
         self.step += 1
-        self.last_loss = float(loss.detach())
-        return self.last_loss
+        self.loss = loss.detach()
+        return self.loss
 
     def save(self, path: Path) -> None:
         """Write the exact-resume checkpoint (via :mod:`vsd.distill.state`)."""
@@ -236,7 +269,7 @@ class _Distillation:
                              f"{self.x_syn.shape[0]}, or start afresh with overwrite=true") from None
         self.sched.load_state_dict(extra["sched"])
         self.pool.load_state_dict(extra["pool"])
-        self.last_loss = extra["last_loss"]
+        self.loss = None if extra["last_loss"] is None else torch.tensor(extra["last_loss"], device=self.device)
 
 
 def load_krr_st_set(path: Union[str, Path]) -> PretrainSet:
@@ -326,35 +359,40 @@ def distill_krr_st(cfg: Config, out_dir: Path) -> Dict[str, Any]:
     out_dir = Path(out_dir)
     start = time.time()
 
-    def log(msg: str) -> None:
-        print(f"[krr_st] {msg}", flush=True)
-
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.train.device)
+    device, env = run_device(cfg.train.device)
+    amp = autocast_dtype(cfg.train.amp, device)
+
+    def log(msg: str) -> None:
+        if env.is_main:
+            print(f"[krr_st] {msg}", flush=True)
+
     images, labels, info = _load_split(cfg, cfg.data.name, "train")
     source, source_labels = _select_classes(images, labels, list(d.source_classes))
-    encoder = _target_encoder(cfg, source, info, out_dir, device, log)
-    run = _Distillation(cfg, source, encoder, device, _flip(d.real_flip, info))
+    encoder = _target_encoder(cfg, source, info, out_dir, device, log, env)
+    run = _Distillation(cfg, source, encoder, device, _flip(d.real_flip, info), env, amp)
     state_path = out_dir / STATE_FILE
     if state_path.is_file() and not cfg.overwrite:
         run.load(state_path)
         log(f"resumed from {state_path} at iteration {run.step}")
     else:
         run.pool.warm_up(run.x_syn, run.y_syn)
-    losses: List[float] = []
+    window: List[torch.Tensor] = []  # losses since the last log line (one host sync per line)
     while run.step < d.iterations:
-        losses.append(run.outer_step())
+        window.append(run.outer_step())
         if run.step % d.log_every == 0 or run.step == d.iterations:
-            recent = losses[-d.log_every:]
-            log(f"iteration {run.step}/{d.iterations}: outer mse {sum(recent) / len(recent):.5f}")
+            log(f"iteration {run.step}/{d.iterations}: outer mse {float(torch.stack(window).mean()):.5f}")
+            window = []
         if run.step % d.checkpoint_every == 0 or run.step == d.iterations:
             run.save(state_path)
     width = int(_encode(encoder, source[:2], device).shape[1])
-    _export(out_dir, run, source_labels[run.init_idx], info, cfg, width)
     results: Dict[str, Any] = {"method": "krr_st", "dataset": cfg.data.name, "num_images": d.num_images,
-                               "iterations": d.iterations, "target_dim": width,
-                               "final_outer_mse": run.last_loss,
+                               "iterations": d.iterations, "target_dim": width, "world_size": env.world_size,
+                               "amp": dtype_name(amp), "final_outer_mse": run.last_loss,
                                "distill_wall_s": round(time.time() - start, 2)}
+    if not env.is_main:  # rank 0 exports and runs the transfer benchmark
+        return results
+    _export(out_dir, run, source_labels[run.init_idx], info, cfg, width)
     if d.transfer.enabled:
         results.update(_transfer(cfg, out_dir, source, encoder, device, log))
     results["wall_s"] = round(time.time() - start, 2)

@@ -16,7 +16,7 @@ Example:
     >>> pool = ModelPool(lambda: torch.nn.Linear(4, 2), size=3, max_steps=5,
     ...                  make_optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1))
     >>> pool.warm_up(torch.randn(6, 4), torch.randn(6, 2))
-    >>> pool.update(pool.sample(), torch.randn(6, 4), torch.randn(6, 2))
+    >>> loss = pool.update(pool.sample(), torch.randn(6, 4), torch.randn(6, 2))
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ class ModelPool:
         """Index of a member drawn uniformly at random."""
         return self._randint(0, self.size)
 
-    def _train_step(self, idx: int, x: torch.Tensor, y: torch.Tensor) -> float:
+    def _train_step(self, idx: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         model, opt = self.members[idx], self.optimizers[idx]
         model.train()
         out = model(x)
@@ -108,7 +108,7 @@ class ModelPool:
         loss.backward()
         opt.step()
         self.steps[idx] += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def reset(self, idx: int) -> None:
         """Re-initialise member ``idx`` (new weights and optimizer) and reset its step counter to 0."""
@@ -124,9 +124,9 @@ class ModelPool:
             for _ in range(self._randint(1, self.max_steps)):
                 self._train_step(idx, x, y)
 
-    def update(self, idx: int, x: torch.Tensor, y: torch.Tensor) -> float:
+    def update(self, idx: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Train member ``idx`` one step on ``(x, y)`` (detached), re-initialising it first if it has reached
-        ``max_steps``; return the member's MSE before the step."""
+        ``max_steps``; return the member's MSE before the step (a 0-d tensor on its device: no host sync)."""
         if not 0 <= idx < self.size:
             raise IndexError(f"model pool member index must lie in [0, {self.size}), got {idx}")
         if self.steps[idx] >= self.max_steps:

@@ -40,13 +40,14 @@ from torch import nn
 from vsd.config import Config, DistillConfig, config_to_dict
 from vsd.distill import init as syn_init
 from vsd.distill.augment import DEFAULT_STRATEGY, DSA
-from vsd.distill.evaluate import evaluate_set, summarize, accuracy
+from vsd.distill.evaluate import accuracy, evaluate_set, recalibrate_batchnorm, summarize
 from vsd.distill.experts import ExpertSpec, buffer_identity, build_buffer, load_buffer
 from vsd.distill.export import export_imagefolder, save_class_grids, save_distilled, to_display
 from vsd.distill.flat import FlatModel
 from vsd.distill.matching import BACKENDS, make_plan, matching_grads
+from vsd.distill.precision import autocast_dtype, dtype_name
 from vsd.distill.registry import register_distiller
-from vsd.distill.state import allreduce_mean, load_progress, save_progress
+from vsd.distill.state import allreduce_mean, load_progress, run_device, save_progress
 
 INITS = ("real", "noise", "representative")
 
@@ -162,6 +163,7 @@ class Problem:
     make_model: Callable[..., nn.Module]
     zca: Optional[Dict[str, torch.Tensor]]
     device: torch.device
+    amp: Optional[torch.dtype] = None  # autocast dtype of expert training and evaluation (``train.amp``)
 
 
 def model_factory(name: str, kwargs: Dict[str, Any], info: Any) -> Callable[..., nn.Module]:
@@ -175,7 +177,8 @@ def model_factory(name: str, kwargs: Dict[str, Any], info: Any) -> Callable[...,
 
 
 def load_problem(cfg: Config, device: torch.device) -> Problem:
-    """Real train/test tensors (normalized; ZCA-whitened when ``distill.zca``) and the model builder."""
+    """Real train/test tensors (normalized; ZCA-whitened when ``distill.zca``) on ``device``, the model builder
+    and the autocast dtype that ``train.amp`` asks for there."""
     from vsd.data import create_dataset, dataset_to_tensors
 
     data = cfg.data
@@ -194,24 +197,28 @@ def load_problem(cfg: Config, device: torch.device) -> Problem:
                "zca_inverse": whitening.transform_inv}
     info = train_ds.info
     return Problem(info, (x_train.to(device), y_train.to(device)), (x_test.to(device), y_test.to(device)),
-                   model_factory(cfg.model.name, cfg.model.kwargs, info), zca, device)
+                   model_factory(cfg.model.name, cfg.model.kwargs, info), zca, device,
+                   autocast_dtype(cfg.train.amp, device))
 
 
-def expert_spec(d: MTTConfig) -> ExpertSpec:
+def dsa_strategy(d: MTTConfig, info: Any) -> str:
+    """The DSA strategy of this run; ``dsa_strategy='auto'`` drops ``flip`` when flips change the class (digits)."""
+    if d.dsa_strategy != "auto":
+        return d.dsa_strategy
+    return DEFAULT_STRATEGY if getattr(info, "hflip", True) else DEFAULT_STRATEGY.replace("_flip", "")
+
+
+def expert_spec(d: MTTConfig, info: Any, amp: Optional[torch.dtype] = None) -> ExpertSpec:
+    """How this run's experts are trained: the ``expert_*`` keys, the run's DSA strategy and autocast dtype."""
     return ExpertSpec(epochs=d.expert_train_epochs, lr=d.expert_lr, momentum=d.expert_momentum,
                       weight_decay=d.expert_weight_decay, batch_size=d.expert_batch_size, lr_decay=d.expert_lr_decay,
                       loss_scaling=d.expert_loss_scaling, grad_penalty=d.expert_grad_penalty, augment=d.dsa,
-                      dtype=d.expert_dtype)
+                      dsa_strategy=dsa_strategy(d, info), autocast=dtype_name(amp), dtype=d.expert_dtype)
 
 
 def make_augment(d: MTTConfig, info: Any) -> Optional[DSA]:
-    """DSA for this data set; ``dsa_strategy='auto'`` drops ``flip`` when flips change the class (digits)."""
-    if not d.dsa:
-        return None
-    strategy = d.dsa_strategy
-    if strategy == "auto":
-        strategy = DEFAULT_STRATEGY if getattr(info, "hflip", True) else DEFAULT_STRATEGY.replace("_flip", "")
-    return DSA(strategy)
+    """DSA for this data set with :func:`dsa_strategy` (None when ``distill.dsa`` is off)."""
+    return DSA(dsa_strategy(d, info)) if d.dsa else None
 
 
 def prepare_experts(cfg: Config, problem: Problem, fm: FlatModel) -> Tuple[List[torch.Tensor], Path, Dict]:
@@ -225,7 +232,7 @@ def prepare_experts(cfg: Config, problem: Problem, fm: FlatModel) -> Tuple[List[
     info = problem.info
     identity = buffer_identity(cfg.model.name, cfg.model.kwargs, fm, info.name, info.image_size, info.in_chans,
                                info.num_classes, d.zca)
-    spec = expert_spec(d)
+    spec = expert_spec(d, info, problem.amp)
     key = json.dumps({"identity": identity, "spec": dataclasses.asdict(spec), "seed": cfg.seed,
                       "data_kwargs": cfg.data.kwargs}, sort_keys=True)
     folder = Path(d.buffer_path) if d.buffer_path else (
@@ -248,11 +255,13 @@ def _printer(enabled: bool) -> Callable[[str], None]:
 
 
 def expert_accuracy(problem: Problem, fm: FlatModel, trajectories: List[torch.Tensor]) -> Dict[str, object]:
-    """Test top-1 of each expert's final parameters (the full-data accuracy of the expert recipe)."""
+    """Test top-1 of each expert's final parameters (the full-data accuracy of the expert recipe). The buffer holds
+    parameters only: BatchNorm statistics are re-estimated on the (un-augmented) training images first."""
     accs = []
     for traj in trajectories:
         fm.load_into_module(traj[-1].to(problem.device))
-        accs.append(accuracy(fm.model, *problem.test))
+        recalibrate_batchnorm(fm.model, problem.train[0], amp=problem.amp)
+        accs.append(accuracy(fm.model, *problem.test, amp=problem.amp))
     return summarize(accs)
 
 
@@ -370,7 +379,11 @@ class Matcher:
 
 def run_matching(d: MTTConfig, matcher: Matcher, out_dir: Path, say: Callable[[str], None],
                  is_main: bool = True) -> Dict[str, Any]:
-    """Iterate with checkpoints every ``checkpoint_every`` iterations; resume from ``checkpoint.safetensors``."""
+    """Iterate with checkpoints every ``checkpoint_every`` iterations; resume from ``checkpoint.safetensors``.
+
+    The student network is put in train mode before every iteration, as in MTT's ``distill.py``: with BatchNorm
+    the inner steps normalise with batch statistics, whatever mode an earlier evaluation left the network in.
+    Under DDP every rank calls this (the checkpoint gathers every rank's random states; rank 0 writes)."""
     ckpt = out_dir / "checkpoint.safetensors"
     generators = {"distill": matcher.generator}
     start = 0
@@ -381,15 +394,15 @@ def run_matching(d: MTTConfig, matcher: Matcher, out_dir: Path, say: Callable[[s
         say(f"resumed from {ckpt} at iteration {start}")
 
     def save(iteration: int) -> None:
-        if is_main:
-            save_progress(ckpt, iteration, matcher.tensors(), matcher.optimizers(), generators,
-                          {"history": matcher.history, "clamped": matcher.clamped})
+        save_progress(ckpt, iteration, matcher.tensors(), matcher.optimizers(), generators,
+                      {"history": matcher.history, "clamped": matcher.clamped})
 
     status, message = "ok", ""
     bar = _progress(range(start, d.iterations), d.progress and is_main, start, d.iterations)
     t0 = time.time()
     it = start
     for it in bar:
+        matcher.fm.model.train()
         try:
             loss = matcher.step()
         except DistillationDiverged as err:
@@ -430,7 +443,7 @@ def evaluate_all(cfg: Config, problem: Problem, images: torch.Tensor, targets: t
     if d.eval_nets == 0:
         return out
     common = dict(num_nets=d.eval_nets, epochs=d.eval_epochs, batch_size=d.eval_batch_size, augment=augment,
-                  seed=cfg.seed)
+                  seed=cfg.seed, amp=problem.amp)
     test = problem.test
     out["distilled"] = evaluate_set(problem.make_model, images, targets, *test, lr=syn_lr, **common)
     say(f"distilled: {out['distilled']['mean']:.2f} +- {out['distilled']['std']:.2f}")
@@ -456,16 +469,13 @@ def evaluate_all(cfg: Config, problem: Problem, images: torch.Tensor, targets: t
 @register_distiller("mtt", MTTConfig)
 def distill_mtt(cfg: Config, out_dir: Path) -> Dict[str, Any]:
     """Run MTT from ``cfg`` into ``out_dir`` and return the results (see the module docstring)."""
-    from vsd.engine.distributed import init_distributed, resolve_device
-
     d: MTTConfig = cfg.distill
     t_start = time.time()
-    device = resolve_device(cfg.train.device)
+    device, env = run_device(cfg.train.device)
     problem = load_problem(cfg, device)
     _validate(d, d.expert_train_epochs)
     info = problem.info
     syn_init.check_ipc(problem.train[1], info.num_classes, d.ipc, list(info.classes))
-    env = init_distributed(device.type)
     say = _printer(d.progress and env.is_main)
     torch.manual_seed(cfg.seed)
     fm = FlatModel(problem.make_model().to(device))
@@ -489,7 +499,8 @@ def distill_mtt(cfg: Config, out_dir: Path) -> Dict[str, Any]:
     evaluation = evaluate_all(cfg, problem, final_images, targets, syn_lr, augment, say) if env.is_main else {}
     results: Dict[str, Any] = {
         "method": "mtt", "dataset": info.name, "model": cfg.model.name, "ipc": d.ipc, "syn_lr": syn_lr,
-        "expert_full_data": full, **run, **expert_stats, **{f"eval_{k}": v for k, v in evaluation.items()},
+        "world_size": env.world_size, "amp": dtype_name(problem.amp), "expert_full_data": full, **run,
+        **expert_stats, **{f"eval_{k}": v for k, v in evaluation.items()},
     }
     if env.is_main:
         meta = {"method": "mtt", "dataset": info.name, "classes": list(info.classes), "mean": list(info.mean),
