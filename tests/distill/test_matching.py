@@ -7,7 +7,8 @@ from torch import nn
 
 from vsd.distill.augment import DSA
 from vsd.distill.flat import FlatModel
-from vsd.distill.matching import Segment, batched_matching_grads, make_plan, matching_grads, matching_loss
+from vsd.distill.matching import (Segment, batched_matching_grads, choose_backend, make_plan, matching_grads,
+                                  matching_loss, unroll_bytes)
 from vsd.models import create_model
 
 
@@ -177,3 +178,29 @@ def test_segments_must_share_steps():
     b.targets = b.targets[1:]
     with pytest.raises(ValueError, match="share their target steps"):
         batched_matching_grads("unroll", fm, [a, b], x, torch.tensor(0.1, dtype=torch.float64), y)
+
+
+def test_choose_backend_takes_the_faster_engine_or_respects_the_budget():
+    import time as _time
+
+    calls = []
+
+    def call(backend):
+        calls.append(backend)
+        _time.sleep(0.05 if backend == "unroll" else 0.0)
+        return torch.tensor(float(len(backend))), {}
+
+    backend, result, reason = choose_backend(call, steps_bytes=2 ** 20, budget_bytes=2 ** 30)
+    assert backend == "constant_memory" and float(result[0]) == len("constant_memory")
+    assert calls == ["constant_memory", "unroll", "unroll", "constant_memory"] and "timed probe" in reason
+    calls.clear()
+    backend, _, reason = choose_backend(call, steps_bytes=2 ** 31, budget_bytes=2 ** 30)
+    assert backend == "constant_memory" and calls == ["constant_memory"] and "budget 1.00 GB" in reason
+
+
+def test_unroll_bytes_grows_with_steps_and_segments():
+    fm, w0, x, y, _ = _problem()
+    one = unroll_bytes(fm, _segments(fm, w0, 1, steps=4), x, y)
+    assert unroll_bytes(fm, _segments(fm, w0, 1, steps=8), x, y) == 2 * one
+    assert unroll_bytes(fm, _segments(fm, w0, 3, steps=4), x, y) > 2 * one
+    assert unroll_bytes(fm, _segments(fm, w0, 3, steps=4), x, y, vectorize=False) == one

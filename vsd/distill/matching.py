@@ -48,7 +48,8 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -343,3 +344,57 @@ def _mean(outs: Sequence[Grads]) -> Grads:
     loss = sum(o[0] for o in outs) / n
     grads = {key: (None if outs[0][1][key] is None else sum(o[1][key] for o in outs) / n) for key in outs[0][1]}
     return loss, grads
+
+
+def unroll_bytes(fm: FlatModel, segments: Sequence[Segment], images: torch.Tensor, labels: torch.Tensor,
+                 augment: Optional[DSA] = None, vectorize: bool = True) -> int:
+    """Estimated activation bytes of the ``unroll`` engine: the distinct storages autograd saves for one inner
+    step with ``create_graph=True`` (the first step, all segments at once when ``vectorize``) times the number
+    of steps; the unroll keeps every step's graph until the final backward."""
+    seen: Dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
+        except (RuntimeError, NotImplementedError):
+            seen[id(t)] = t.numel() * t.element_size()
+        return t
+
+    w0, _, plans, scales = _stack(segments if vectorize else segments[:1])
+    x, _, y, _ = _leaves(images, torch.zeros((), device=images.device), labels)
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        w = w0.requires_grad_(True)
+        xb, yb = _inputs(x, y, plans, 0, augment)
+        torch.autograd.grad(torch.sum(scales * _losses(fm, w, xb, yb)), w, create_graph=True)
+    return sum(seen.values()) * len(plans[0])
+
+
+def choose_backend(call: Callable[[str], Grads], steps_bytes: Optional[int],
+                   budget_bytes: Optional[int]) -> Tuple[str, Grads, str]:
+    """Pick ``'unroll'`` or ``'constant_memory'`` for a run: ``(backend, result of call(backend), reason)``.
+
+    ``call(backend)`` computes one iteration's matching gradients; the two engines give the same numbers, so the
+    probe's result is that iteration's result. When the unroll's estimated activation memory ``steps_bytes``
+    exceeds ``budget_bytes`` the constant-memory engine is taken without timing; otherwise both engines are timed
+    on the same iteration in the order constant_memory, unroll, unroll, constant_memory (so warm-up and drifting
+    load hit both alike) and the faster total wins.
+    """
+    gb = 2 ** 30
+    if steps_bytes is not None and budget_bytes is not None and steps_bytes > budget_bytes:
+        return "constant_memory", call("constant_memory"), (
+            f"unroll would need ~{steps_bytes / gb:.2f} GB of activations > budget {budget_bytes / gb:.2f} GB")
+    seconds = {"unroll": 0.0, "constant_memory": 0.0}
+    results: Dict[str, Grads] = {}
+    for backend in ("constant_memory", "unroll", "unroll", "constant_memory"):
+        start = time.perf_counter()
+        results[backend] = call(backend)
+        if results[backend][0].is_cuda:
+            torch.cuda.synchronize(results[backend][0].device)
+        seconds[backend] += time.perf_counter() - start
+    best = min(seconds, key=seconds.get)
+    other = "unroll" if best == "constant_memory" else "constant_memory"
+    memory = "" if steps_bytes is None else f"; unroll ~{steps_bytes / gb:.2f} GB of activations" + (
+        "" if budget_bytes is None else f" within budget {budget_bytes / gb:.2f} GB")
+    return best, results[best], (f"timed probe: {best} {seconds[best] / 2:.3g} s/it vs {other} "
+                                 f"{seconds[other] / 2:.3g} s/it{memory}")
