@@ -9,8 +9,9 @@ matching engines are in :mod:`vsd.distill.matching`, the formulas in its docstri
 One iteration: for each of ``num_trajectories`` (expert, start epoch) pairs, the gradient of the matching loss
 for the images, ``syn_lr`` and (optional) soft labels; the mean of these gradients (and over DDP ranks) updates
 the images (SGD ``lr_img``, momentum 0.5) and ``syn_lr`` (SGD ``lr_lr``, momentum 0.5). The pairs of one
-iteration run as one batched inner loop (``vmap`` over their parameter vectors) on CUDA and one after another on
-CPU, where the batched loop measured slower (BENCHMARKS.md); both give the same gradient.
+iteration run as one batched inner loop (``vmap`` over their parameter vectors, the synthetic images shared, each
+pair with its own minibatches and DSA draws); it gives the mean of the pairs' gradients run one after another, and
+measured faster per trajectory than running them in turn also on CPU (BENCHMARKS.md).
 
 Engine (``backend``): ``unroll`` and ``constant_memory`` are exact and give the same numbers up to float
 rounding; ``auto`` (default) picks one on the first iteration: ``constant_memory`` when the unroll's estimated
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from vsd.config import Config, DistillConfig, config_to_dict
@@ -298,7 +300,6 @@ class Matcher:
         # the engine: fixed by the config, or chosen on the first iteration (then kept, also across resume)
         self.backend: Optional[str] = None if d.backend == "auto" else d.backend
         self.backend_reason = "set in the config" if self.backend else ""
-        self.vectorize = images.device.type == "cuda"
         device = images.device
         self.images = images.detach().clone().requires_grad_(True)
         self.syn_lr = torch.tensor(float(d.lr_teacher), device=device, requires_grad=True)
@@ -348,6 +349,18 @@ class Matcher:
             return int(torch.cuda.mem_get_info(device)[0])
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
+    def _take_rank0_backend(self) -> bool:
+        """Under DDP every rank uses rank 0's choice (the one its checkpoint stores); True if this rank's changed."""
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return False
+        index = torch.tensor([BACKENDS.index(self.backend)], device=self.images.device)
+        dist.broadcast(index, src=0)
+        chosen = BACKENDS[int(index)]
+        if chosen == self.backend:
+            return False
+        self.backend, self.backend_reason = chosen, f"rank 0's choice (this rank's probe: {self.backend_reason})"
+        return True
+
     def targets_for(self, traj: torch.Tensor, start: int) -> List[Tuple[int, torch.Tensor]]:
         d = self.d
         device = self.images.device
@@ -377,11 +390,13 @@ class Matcher:
 
         def call(backend: str):
             return batched_matching_grads(backend, self.fm, segments, self.images, self.syn_lr, train_labels,
-                                          self.augment, d.inner_momentum, d.inner_optimizer, self.vectorize)
+                                          self.augment, d.inner_momentum, d.inner_optimizer)
 
         if self.backend is None:
-            need = unroll_bytes(self.fm, segments, self.images, train_labels, self.augment, self.vectorize)
+            need = unroll_bytes(self.fm, segments, self.images, train_labels, self.augment)
             self.backend, (loss, grads), self.backend_reason = choose_backend(call, need, self.memory_budget())
+            if self._take_rank0_backend():
+                loss, grads = call(self.backend)
             self.say(f"engine: {self.backend} ({self.backend_reason})")
         else:
             loss, grads = call(self.backend)
