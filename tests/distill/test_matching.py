@@ -139,7 +139,7 @@ def test_plan_cycles_through_the_set_like_mtt():
     assert sorted(torch.cat([p.indices for p in plan[:3]]).tolist()) == list(range(10))
 
 
-def _segments(fm, w0, k, steps=4, batch=4, aug=None, soft=False):
+def _segments(fm, w0, k, steps=4, batch=4, aug=None, scaled=True):
     """K segments with their own start points, targets, minibatches, DSA draws and CE scales."""
     g = torch.Generator().manual_seed(7)
     out = []
@@ -148,17 +148,17 @@ def _segments(fm, w0, k, steps=4, batch=4, aug=None, soft=False):
         targets = [(2, start + 0.05 * torch.randn(w0.shape, dtype=w0.dtype, generator=g)),
                    (steps, start + 0.1 * torch.randn(w0.shape, dtype=w0.dtype, generator=g))]
         plan = make_plan(6, steps, batch, aug, 8, 8, g)
-        out.append(Segment(start, targets, plan, ce_scale=1.0 + 0.3 * i))
+        out.append(Segment(start, targets, plan, ce_scale=1.0 + 0.3 * i if scaled else 1.0))
     return out
 
 
 @pytest.mark.parametrize("backend", ["unroll", "constant_memory"])
-@pytest.mark.parametrize("momentum,soft", [(0.0, False), (0.5, True)])
-def test_batched_segments_equal_the_sequential_average(backend, momentum, soft):
+@pytest.mark.parametrize("momentum,soft,scaled", [(0.0, False, False), (0.5, True, True), (0.0, True, False)])
+def test_batched_segments_equal_the_sequential_average(backend, momentum, soft, scaled):
     """One vmap-ed inner loop over K=3 segments gives the mean of the K single-segment results (float64)."""
     fm, w0, x, y, _ = _problem(soft)
     aug = DSA()
-    segments = _segments(fm, w0, 3, aug=aug)
+    segments = _segments(fm, w0, 3, aug=aug, scaled=scaled)
     lr = torch.tensor(0.05, dtype=torch.float64)
     singles = [matching_grads(backend, fm, s.w0, s.targets, x, lr, y, s.plan, aug, momentum, s.ce_scale)
                for s in segments]

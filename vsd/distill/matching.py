@@ -91,7 +91,7 @@ def make_plan(n_syn: int, syn_steps: int, batch_syn: int, augment: Optional[DSA]
 def _inputs(images: torch.Tensor, labels: torch.Tensor, plans: Sequence[Sequence[StepPlan]], t: int,
             augment: Optional[DSA]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Step ``t``'s minibatch of every segment, stacked: ``[K, B, C, H, W]`` images (augmented with each
-    segment's own DSA draw) and ``[K, B]`` (or ``[K, B, classes]``) labels."""
+    segment's own DSA draw) and ``[K, B]`` (or ``[K, B, classes]``) labels; ``K = 1`` without a copy."""
     xs, ys = [], []
     for plan in plans:
         step = plan[t]
@@ -100,14 +100,25 @@ def _inputs(images: torch.Tensor, labels: torch.Tensor, plans: Sequence[Sequence
             x = augment(x, step.aug)
         xs.append(x)
         ys.append(labels[step.indices])
+    if len(xs) == 1:
+        return xs[0].unsqueeze(0), ys[0].unsqueeze(0)
     return torch.stack(xs), torch.stack(ys)
 
 
-def _losses(fm: FlatModel, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``[K]`` cross-entropies of ``K`` parameter vectors ``w [K, P]`` on their own minibatches ``x [K, B, ...]``;
-    one vectorised model call (``torch.func.vmap``) when ``K > 1``."""
-    logits = fm(w[0], x[0]).unsqueeze(0) if len(w) == 1 else vmap(fm)(w, x)
-    return label_losses(logits, y)
+def _step_loss(fm: FlatModel, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+               scales: Optional[torch.Tensor]) -> torch.Tensor:
+    """:math:`\sum_k c_k\,\mathrm{CE}_k` of ``K`` parameter vectors ``w [K, P]`` (or one ``[P]``) on their own
+    minibatches ``x [K, B, ...]``: one vectorised model call (``torch.func.vmap``) for ``K > 1``; without scales
+    (all ``c_k = 1``) one cross-entropy over the ``K * B`` rows times ``K`` (the minibatches are equally large)."""
+    if w.dim() == 1:
+        logits = fm(w, x[0]).unsqueeze(0)
+    else:
+        logits = vmap(fm)(w, x)
+    if scales is not None:
+        return torch.sum(scales * label_losses(logits, y))
+    k = logits.shape[0]
+    loss = label_losses(logits.reshape(1, -1, logits.shape[-1]), y.reshape(1, -1, *y.shape[2:]))[0]
+    return loss * k if k > 1 else loss
 
 
 def label_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -160,8 +171,9 @@ def _check(targets: Sequence[Target], plan: Sequence[StepPlan]) -> List[Target]:
 
 
 def _stack(segments: Sequence[Segment]):
-    """``w0 [K, P]``, targets ``[(step, theta [K, P])]``, the plans and ``[K]`` scales of segments that share
-    their matched steps and minibatch sizes (as the segments of one outer iteration do)."""
+    """``w0 [K, P]``, targets ``[(step, theta [K, P])]`` (``[P]`` vectors for one segment), the plans and ``[K]``
+    CE scales (None when all are 1) of segments that share their matched steps and minibatch sizes (as the
+    segments of one outer iteration do)."""
     if not segments:
         raise ValueError("matching needs at least one segment")
     checked = [_check(s.targets, s.plan) for s in segments]
@@ -170,9 +182,14 @@ def _stack(segments: Sequence[Segment]):
     for seg, targets in zip(segments[1:], checked[1:]):
         if [s for s, _ in targets] != steps or [len(p.indices) for p in seg.plan] != sizes:
             raise ValueError("segments matched together must share their target steps and minibatch sizes")
-    w0 = torch.stack([s.w0.detach() for s in segments])
-    targets = [(step, torch.stack([t[i][1].detach() for t in checked])) for i, step in enumerate(steps)]
-    scales = torch.tensor([float(s.ce_scale) for s in segments], dtype=w0.dtype, device=w0.device)
+    if len(segments) == 1:  # one segment: plain [P] vectors
+        w0, targets = segments[0].w0.detach(), [(s, th.detach()) for s, th in checked[0]]
+    else:
+        w0 = torch.stack([s.w0.detach() for s in segments])
+        targets = [(step, torch.stack([t[i][1].detach() for t in checked])) for i, step in enumerate(steps)]
+    scales = None
+    if any(float(s.ce_scale) != 1.0 for s in segments):
+        scales = torch.tensor([float(s.ce_scale) for s in segments], dtype=w0.dtype, device=w0.device)
     return w0, targets, [s.plan for s in segments], scales
 
 
@@ -194,12 +211,12 @@ def _collect(loss: torch.Tensor, images: torch.Tensor, syn_lr: torch.Tensor, lab
 
 def _unroll(fm, w0, targets, images, syn_lr, labels, plans, augment, momentum, scales):
     wanted = {s for s, _ in targets}
-    w = w0.requires_grad_(True)
-    b = torch.zeros_like(w)
+    w = w0.detach().requires_grad_(True)
+    b = torch.zeros_like(w) if momentum else None
     iterates: Dict[int, torch.Tensor] = {}
     for t in range(len(plans[0])):
         x, y = _inputs(images, labels, plans, t, augment)
-        g = torch.autograd.grad(torch.sum(scales * _losses(fm, w, x, y)), w, create_graph=True)[0]
+        g = torch.autograd.grad(_step_loss(fm, w, x, y, scales), w, create_graph=True)[0]
         b = momentum * b + g if momentum else g
         w = w - syn_lr * b
         if t + 1 in wanted:
@@ -235,7 +252,7 @@ def _higher(fm, w0, targets, images, syn_lr, labels, plan, augment, momentum, ce
 
 def _constant_memory(fm, w0, targets, images, syn_lr, labels, plans, augment, momentum, scales, soft):
     theta = dict(targets)
-    k = len(w0)
+    k = w0.shape[0] if w0.dim() == 2 else 1
     lr = syn_lr.detach()
     x_det, y_det = images.detach(), labels.detach()
     states: List[Tuple[torch.Tensor, Optional[torch.Tensor]]] = []
@@ -247,7 +264,7 @@ def _constant_memory(fm, w0, targets, images, syn_lr, labels, plans, augment, mo
         w_req = w.detach().requires_grad_(True)
         x, y = _inputs(x_det, y_det, plans, t, augment)
         with torch.enable_grad():
-            g = torch.autograd.grad(torch.sum(scales * _losses(fm, w_req, x, y)), w_req)[0]
+            g = torch.autograd.grad(_step_loss(fm, w_req, x, y, scales), w_req)[0]
         b = momentum * b + g if momentum else g
         w = (w - lr * b).detach()
         if t + 1 in theta:
@@ -269,7 +286,7 @@ def _constant_memory(fm, w0, targets, images, syn_lr, labels, plans, augment, mo
         x_leaf, lr_leaf, y_leaf, _ = _leaves(images, syn_lr, labels)
         with torch.enable_grad():
             x, y = _inputs(x_leaf, y_leaf, plans, t, augment)
-            g = torch.autograd.grad(torch.sum(scales * _losses(fm, w_req, x, y)), w_req, create_graph=True)[0]
+            g = torch.autograd.grad(_step_loss(fm, w_req, x, y, scales), w_req, create_graph=True)[0]
             b_t = momentum * b_req + g if momentum else g
             w_next = w_req - lr_leaf * b_t
             outputs, adjoints = [w_next], [adj_w]
@@ -334,8 +351,7 @@ def batched_matching_grads(backend: str, fm: FlatModel, segments: Sequence[Segme
             loss = _unroll(fm, w0, targets, x, lr, y, plans, augment, momentum, scales)
         else:
             seg = segments[0]
-            loss = _higher(fm, w0[0], [(s, t[0]) for s, t in targets], x, lr, y, seg.plan, augment, momentum,
-                           seg.ce_scale, inner_opt)
+            loss = _higher(fm, w0, targets, x, lr, y, seg.plan, augment, momentum, seg.ce_scale, inner_opt)
         return _collect(loss, x, lr, y, soft)
 
 
@@ -364,9 +380,9 @@ def unroll_bytes(fm: FlatModel, segments: Sequence[Segment], images: torch.Tenso
     w0, _, plans, scales = _stack(segments if vectorize else segments[:1])
     x, _, y, _ = _leaves(images, torch.zeros((), device=images.device), labels)
     with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        w = w0.requires_grad_(True)
+        w = w0.detach().requires_grad_(True)
         xb, yb = _inputs(x, y, plans, 0, augment)
-        torch.autograd.grad(torch.sum(scales * _losses(fm, w, xb, yb)), w, create_graph=True)
+        torch.autograd.grad(_step_loss(fm, w, xb, yb, scales), w, create_graph=True)
     return sum(seen.values()) * len(plans[0])
 
 
