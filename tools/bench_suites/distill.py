@@ -7,7 +7,8 @@ gradient with ``create_graph=True`` and appends ``w - syn_lr * g`` to the list o
 loss is then back-propagated through the whole list. Same problem, minibatches and DSA draws as the engines.
 
 Rows (one per problem size): seconds per outer iteration of the baseline, ``unroll`` and ``constant_memory``,
-timed interleaved in rotating order (``repeats`` rounds after one warm-up round), reported as the median of the
+timed interleaved in rotating, alternating order (``repeats`` rounds after one warm-up round; CPU time of the
+process on CPU, so that other processes' load on shared cores does not count), reported as the median of the
 per-round ratios to the baseline with their min-max spread; peak memory = peak live bytes autograd keeps saved
 for backward (counted with ``torch.autograd.graph.saved_tensors_hooks`` during the warm-up round, CPU) or the
 CUDA allocator peak. ``auto`` is the engine that the distiller's own probe
@@ -110,17 +111,26 @@ def _problem(model: str, width: int, chans: int, size: int, ipc: int, steps: int
     return fm, ViewNet(net), images, labels, aug, segments
 
 
+def _clock() -> float:
+    """Wall time on CUDA; on CPU this process's CPU time, which the load of other processes on shared cores
+    (descheduling) does not inflate the way it inflates wall time."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        return time.perf_counter()
+    return time.process_time()
+
+
 def _rounds(calls: Dict[str, Callable[[], Any]], repeats: int) -> Dict[str, List[float]]:
-    """Seconds per call, ``repeats`` rounds, the order rotated every round (load from other processes hits all)."""
+    """Seconds per call over ``repeats`` rounds; the order is rotated every round and reversed every other round,
+    so no case always runs right after the same other case."""
     names = list(calls)
     times: Dict[str, List[float]] = {n: [] for n in names}
     for r in range(repeats):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            start = time.perf_counter()
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in (order[::-1] if r % 2 else order):
+            start = _clock()
             calls[n]()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times[n].append(time.perf_counter() - start)
+            times[n].append(_clock() - start)
     return times
 
 
@@ -181,7 +191,8 @@ GRID = [("digits", 1, 20, True, 1, None), ("digits", 1, 20, True, 2, "unroll"), 
 NOTES = """
 Baseline (1.0x): a straightforward flat-parameter unroll written in the suite (the network's weights are views of
 one flat vector, re-pointed every step, MTT-style), same problem, minibatches and DSA draws. `value` and
-`baseline` are medians of s/iteration (or s/trajectory) over interleaved rounds in rotating order; `ratio` =
+`baseline` are medians of s/iteration (or s/trajectory; process CPU time on CPU, wall time on CUDA) over
+interleaved rounds in rotating, alternating order; `ratio` =
 time ratio (< 1 = faster); notes give the speed-up as the median of per-round ratios and its min-max spread, and
 the peak bytes autograd keeps saved for backward. `auto picks` = the engine the distiller's own timed probe chose
 on that problem. Batched rows: K trajectory segments per iteration as one vmap-ed inner loop vs one after another.

@@ -29,6 +29,17 @@ Engines (all return ``(loss, grads)`` with the gradients of ``L`` for images, ``
 * ``"higher"``: the unroll through ``higher.innerloop_ctx`` with a differentiable torch optimizer (``sgd``, with
   momentum, or ``adam``), ``syn_lr`` overriding the optimizer's lr.
 
+Batched segments (:func:`batched_matching_grads`): the ``K`` (expert, start) segments of one outer iteration
+share the synthetic set; the engines run them as one inner loop over stacked ``[K, P]`` parameters, one
+``torch.func.vmap``-ed model call per step with each segment's own minibatch and DSA draw. The step loss
+:math:`\sum_k c_k \mathrm{CE}_k` separates over ``k``, so its gradient with respect to the stacked parameters is
+the stack of the segments' own gradients, and the loss is the mean of the segments' matching losses: the
+hypergradient equals the average of running the segments one after another.
+
+Engine choice (:func:`choose_backend`, used by ``distill.backend: auto``): the unroll is taken only when its
+estimated activation memory (:func:`unroll_bytes`) fits the budget and it wins a timed probe of the first
+iteration against the constant-memory engine.
+
 Labels are ``[N]`` class indices, or ``[N, K]`` learnable soft-label *logits* (targets ``softmax(labels)``, a
 DATM-style option). Deliberate differences from the official code: the denominators use the actual start point
 (after weight perturbation, as AST does); intermediate targets are matched at step
@@ -386,15 +397,16 @@ def unroll_bytes(fm: FlatModel, segments: Sequence[Segment], images: torch.Tenso
     return sum(seen.values()) * len(plans[0])
 
 
-def choose_backend(call: Callable[[str], Grads], steps_bytes: Optional[int],
-                   budget_bytes: Optional[int]) -> Tuple[str, Grads, str]:
+def choose_backend(call: Callable[[str], Grads], steps_bytes: Optional[int], budget_bytes: Optional[int],
+                   device: Optional[torch.device] = None) -> Tuple[str, Grads, str]:
     """Pick ``'unroll'`` or ``'constant_memory'`` for a run: ``(backend, result of call(backend), reason)``.
 
     ``call(backend)`` computes one iteration's matching gradients; the two engines give the same numbers, so the
     probe's result is that iteration's result. When the unroll's estimated activation memory ``steps_bytes``
     exceeds ``budget_bytes`` the constant-memory engine is taken without timing; otherwise both engines are timed
     on the same iteration in the order constant_memory, unroll, unroll, constant_memory (so warm-up and drifting
-    load hit both alike) and the faster total wins.
+    load hit both alike) and the faster total wins. Time is wall time on CUDA (synchronised) and this process's
+    CPU time on CPU, which other processes' load on shared cores does not inflate.
     """
     gb = 2 ** 30
     if steps_bytes is not None and budget_bytes is not None and steps_bytes > budget_bytes:
@@ -402,15 +414,17 @@ def choose_backend(call: Callable[[str], Grads], steps_bytes: Optional[int],
             f"unroll would need ~{steps_bytes / gb:.2f} GB of activations > budget {budget_bytes / gb:.2f} GB")
     seconds = {"unroll": 0.0, "constant_memory": 0.0}
     results: Dict[str, Grads] = {}
+    cuda = device is not None and device.type == "cuda"
+    clock = time.perf_counter if cuda else time.process_time
     for backend in ("constant_memory", "unroll", "unroll", "constant_memory"):
-        start = time.perf_counter()
+        start = clock()
         results[backend] = call(backend)
-        if results[backend][0].is_cuda:
-            torch.cuda.synchronize(results[backend][0].device)
-        seconds[backend] += time.perf_counter() - start
+        if cuda:
+            torch.cuda.synchronize(device)
+        seconds[backend] += clock() - start
     best = min(seconds, key=seconds.get)
     other = "unroll" if best == "constant_memory" else "constant_memory"
     memory = "" if steps_bytes is None else f"; unroll ~{steps_bytes / gb:.2f} GB of activations" + (
         "" if budget_bytes is None else f" within budget {budget_bytes / gb:.2f} GB")
     return best, results[best], (f"timed probe: {best} {seconds[best] / 2:.3g} s/it vs {other} "
-                                 f"{seconds[other] / 2:.3g} s/it{memory}")
+                                 f"{seconds[other] / 2:.3g} s/it ({'wall' if cuda else 'CPU'} time){memory}")

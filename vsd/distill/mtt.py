@@ -394,7 +394,8 @@ class Matcher:
 
         if self.backend is None:
             need = unroll_bytes(self.fm, segments, self.images, train_labels, self.augment)
-            self.backend, (loss, grads), self.backend_reason = choose_backend(call, need, self.memory_budget())
+            self.backend, (loss, grads), self.backend_reason = choose_backend(call, need, self.memory_budget(),
+                                                                              self.images.device)
             if self._take_rank0_backend():
                 loss, grads = call(self.backend)
             self.say(f"engine: {self.backend} ({self.backend_reason})")
