@@ -102,7 +102,7 @@ def make_plan(n_syn: int, syn_steps: int, batch_syn: int, augment: Optional[DSA]
 def _inputs(images: torch.Tensor, labels: torch.Tensor, plans: Sequence[Sequence[StepPlan]], t: int,
             augment: Optional[DSA]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Step ``t``'s minibatch of every segment, stacked: ``[K, B, C, H, W]`` images (augmented with each
-    segment's own DSA draw) and ``[K, B]`` (or ``[K, B, classes]``) labels; ``K = 1`` without a copy."""
+    segment's own DSA draw) and ``[K, B]`` (or ``[K, B, classes]``) labels; unstacked for one segment."""
     xs, ys = [], []
     for plan in plans:
         step = plan[t]
@@ -112,24 +112,23 @@ def _inputs(images: torch.Tensor, labels: torch.Tensor, plans: Sequence[Sequence
         xs.append(x)
         ys.append(labels[step.indices])
     if len(xs) == 1:
-        return xs[0].unsqueeze(0), ys[0].unsqueeze(0)
+        return xs[0], ys[0]
     return torch.stack(xs), torch.stack(ys)
 
 
 def _step_loss(fm: FlatModel, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                scales: Optional[torch.Tensor]) -> torch.Tensor:
-    """:math:`\sum_k c_k\,\mathrm{CE}_k` of ``K`` parameter vectors ``w [K, P]`` (or one ``[P]``) on their own
-    minibatches ``x [K, B, ...]``: one vectorised model call (``torch.func.vmap``) for ``K > 1``; without scales
-    (all ``c_k = 1``) one cross-entropy over the ``K * B`` rows times ``K`` (the minibatches are equally large)."""
+    """:math:`\sum_k c_k\,\mathrm{CE}_k` of ``K`` parameter vectors ``w [K, P]`` on their own minibatches
+    ``x [K, B, ...]``, one vectorised model call (``torch.func.vmap``); without scales (all ``c_k = 1``) one
+    cross-entropy over the ``K * B`` rows times ``K`` (the minibatches are equally large). One segment
+    (``w [P]``, ``x [B, ...]``) runs exactly the plain step: model call and cross-entropy."""
     if w.dim() == 1:
-        logits = fm(w, x[0]).unsqueeze(0)
-    else:
-        logits = vmap(fm)(w, x)
+        loss = label_loss(fm(w, x), y)
+        return loss if scales is None else loss * scales[0]
+    logits = vmap(fm)(w, x)
     if scales is not None:
         return torch.sum(scales * label_losses(logits, y))
-    k = logits.shape[0]
-    loss = label_losses(logits.reshape(1, -1, logits.shape[-1]), y.reshape(1, -1, *y.shape[2:]))[0]
-    return loss * k if k > 1 else loss
+    return label_loss(logits.reshape(-1, logits.shape[-1]), y.reshape(-1, *y.shape[2:])) * len(w)
 
 
 def label_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -142,17 +141,21 @@ def label_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def label_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """:func:`label_losses` of one segment (``[B, classes]`` logits)."""
-    return label_losses(logits.unsqueeze(0), y.unsqueeze(0))[0]
+    """Cross-entropy of ``[B, classes]`` logits with class indices, or with ``softmax(y)`` targets when ``y`` holds
+    soft-label logits (one segment's :func:`label_losses`)."""
+    if y.dtype.is_floating_point:
+        return torch.sum(-F.softmax(y, dim=1) * F.log_softmax(logits, dim=1), dim=1).mean()
+    return F.cross_entropy(logits, y)
 
 
 def matching_loss(iterates: Dict[int, torch.Tensor], w0: torch.Tensor, targets: Sequence[Target]) -> torch.Tensor:
     """:math:`\\sum_k ||w_{s_k} - \\theta_k||^2 / ||w_0 - \\theta_k||^2` over ``targets = [(s_k, theta_k)]``;
     with stacked ``[K, P]`` vectors, the mean of the ``K`` segments' losses."""
-    total = w0.new_zeros(w0.shape[:-1])
-    for step, theta in targets:
-        total = total + _term(iterates[step], w0, theta)
-    return total.mean()
+    terms = [_term(iterates[step], w0, theta) for step, theta in targets]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total.mean() if total.dim() else total
 
 
 def _term(w: torch.Tensor, w0: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
