@@ -60,9 +60,11 @@ def main(argv=None) -> int:
     sections = []
     for name in suites:
         start = time.time()
-        rows = importlib.import_module(f"bench_suites.{name}").run(quick=args.quick)
+        suite = importlib.import_module(f"bench_suites.{name}")
+        rows = suite.run(quick=args.quick)
         header = f"## {name}\n\n(measured in {time.time() - start:.0f} s)"
-        sections.append(to_markdown(rows, header))
+        notes = getattr(suite, "NOTES", "")  # a suite's fixed explanation, printed under its table
+        sections.append(to_markdown(rows, header) + (f"\n{notes.strip()}\n" if notes else ""))
         print(sections[-1], flush=True)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     intro = (f"# Benchmarks\n\nWritten by `python tools/bench.py{' --quick' if args.quick else ''}`. "

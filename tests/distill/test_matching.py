@@ -7,7 +7,8 @@ from torch import nn
 
 from vsd.distill.augment import DSA
 from vsd.distill.flat import FlatModel
-from vsd.distill.matching import make_plan, matching_grads, matching_loss
+from vsd.distill.matching import (Segment, batched_matching_grads, choose_backend, make_plan, matching_grads,
+                                  matching_loss, unroll_bytes)
 from vsd.models import create_model
 
 
@@ -136,3 +137,72 @@ def test_plan_cycles_through_the_set_like_mtt():
     sizes = [len(p.indices) for p in plan]
     assert sizes[:3] == [2, 4, 4]  # chunks of one permutation popped from the end
     assert sorted(torch.cat([p.indices for p in plan[:3]]).tolist()) == list(range(10))
+
+
+def _segments(fm, w0, k, steps=4, batch=4, aug=None, scaled=True):
+    """K segments with their own start points, targets, minibatches, DSA draws and CE scales."""
+    g = torch.Generator().manual_seed(7)
+    out = []
+    for i in range(k):
+        start = w0 + 0.02 * torch.randn(w0.shape, dtype=w0.dtype, generator=g)
+        targets = [(2, start + 0.05 * torch.randn(w0.shape, dtype=w0.dtype, generator=g)),
+                   (steps, start + 0.1 * torch.randn(w0.shape, dtype=w0.dtype, generator=g))]
+        plan = make_plan(6, steps, batch, aug, 8, 8, g)
+        out.append(Segment(start, targets, plan, ce_scale=1.0 + 0.3 * i if scaled else 1.0))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["unroll", "constant_memory"])
+@pytest.mark.parametrize("momentum,soft,scaled", [(0.0, False, False), (0.5, True, True), (0.0, True, False)])
+def test_batched_segments_equal_the_sequential_average(backend, momentum, soft, scaled):
+    """One vmap-ed inner loop over K=3 segments gives the mean of the K single-segment results (float64)."""
+    fm, w0, x, y, _ = _problem(soft)
+    aug = DSA()
+    segments = _segments(fm, w0, 3, aug=aug, scaled=scaled)
+    lr = torch.tensor(0.05, dtype=torch.float64)
+    singles = [matching_grads(backend, fm, s.w0, s.targets, x, lr, y, s.plan, aug, momentum, s.ce_scale)
+               for s in segments]
+    loss, grads = batched_matching_grads(backend, fm, segments, x, lr, y, aug, momentum, vectorize=True)
+    assert abs(float(loss) - sum(float(l) for l, _ in singles) / 3) < 1e-12
+    for key in ["images", "syn_lr"] + (["labels"] if soft else []):
+        average = sum(g[key] for _, g in singles) / 3
+        assert _rel(grads[key], average) < 1e-10, key
+        assert _rel(singles[0][1][key], average) > 1e-3  # the segments really differ
+    seq_loss, seq = batched_matching_grads(backend, fm, segments, x, lr, y, aug, momentum, vectorize=False)
+    assert _rel(seq["images"], grads["images"]) < 1e-10 and abs(float(seq_loss - loss)) < 1e-12
+
+
+def test_segments_must_share_steps():
+    fm, w0, x, y, _ = _problem()
+    a, b = _segments(fm, w0, 2)
+    b.targets = b.targets[1:]
+    with pytest.raises(ValueError, match="share their target steps"):
+        batched_matching_grads("unroll", fm, [a, b], x, torch.tensor(0.1, dtype=torch.float64), y)
+
+
+def test_choose_backend_takes_the_faster_engine_or_respects_the_budget():
+    import time as _time
+
+    calls = []
+
+    def call(backend):
+        calls.append(backend)
+        end = _time.process_time() + (0.05 if backend == "unroll" else 0.0)  # busy: the probe counts CPU time
+        while _time.process_time() < end:
+            pass
+        return torch.tensor(float(len(backend))), {}
+
+    backend, result, reason = choose_backend(call, steps_bytes=2 ** 20, budget_bytes=2 ** 30)
+    assert backend == "constant_memory" and float(result[0]) == len("constant_memory")
+    assert calls == ["constant_memory", "unroll", "unroll", "constant_memory"] and "timed probe" in reason
+    calls.clear()
+    backend, _, reason = choose_backend(call, steps_bytes=2 ** 31, budget_bytes=2 ** 30)
+    assert backend == "constant_memory" and calls == ["constant_memory"] and "budget 1.00 GB" in reason
+
+
+def test_unroll_bytes_grows_with_steps_and_segments():
+    fm, w0, x, y, _ = _problem()
+    one = unroll_bytes(fm, _segments(fm, w0, 1, steps=4), x, y)
+    assert unroll_bytes(fm, _segments(fm, w0, 1, steps=8), x, y) == 2 * one
+    assert unroll_bytes(fm, _segments(fm, w0, 3, steps=4), x, y) > 2 * one
+    assert unroll_bytes(fm, _segments(fm, w0, 3, steps=4), x, y, vectorize=False) == one

@@ -21,18 +21,54 @@ def _cfg(tmp_path, *extra):
 
 
 def test_resume_gives_the_same_images(tmp_path):
-    straight = run_distiller(_cfg(tmp_path), tmp_path / "a")
+    straight = run_distiller(_cfg(tmp_path, "distill.backend=unroll"), tmp_path / "a")
     assert straight["status"] == "ok" and straight["iterations_done"] == 4
-    run_distiller(_cfg(tmp_path, "distill.iterations=2"), tmp_path / "b")  # "killed" after 2 iterations
-    resumed = run_distiller(_cfg(tmp_path), tmp_path / "b")
+    run_distiller(_cfg(tmp_path, "distill.iterations=2", "distill.backend=unroll"), tmp_path / "b")  # "killed"
+    resumed = run_distiller(_cfg(tmp_path, "distill.backend=unroll"), tmp_path / "b")
     assert resumed["resumed_from"] == 2 and resumed["experts_trained_now"] == 0
     a, meta_a = load_distilled(tmp_path / "a")
     b, meta_b = load_distilled(tmp_path / "b")
     assert torch.equal(a["images"], b["images"]) and meta_a["syn_lr"] == meta_b["syn_lr"]
 
 
+def test_auto_engine_is_chosen_once_and_kept_on_resume(tmp_path, monkeypatch):
+    """auto probes on the first iteration, stores its choice in the checkpoint and reuses it after a resume, so
+    the resumed run equals a straight run with that engine bit for bit."""
+    first = run_distiller(_cfg(tmp_path, "distill.iterations=2", "distill.num_trajectories=2"), tmp_path / "b")
+    chosen = first["backend"]
+    assert chosen in ("unroll", "constant_memory") and "timed probe" in first["backend_reason"]
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("the engine must not be chosen again after a resume")
+
+    monkeypatch.setattr(mtt_module, "choose_backend", no_probe)
+    resumed = run_distiller(_cfg(tmp_path, "distill.num_trajectories=2"), tmp_path / "b")
+    assert resumed["resumed_from"] == 2 and resumed["backend"] == chosen and "kept" in resumed["backend_reason"]
+    straight = run_distiller(_cfg(tmp_path, f"distill.backend={chosen}", "distill.num_trajectories=2"),
+                             tmp_path / "a")
+    assert straight["backend_reason"] == "set in the config"
+    a, _ = load_distilled(tmp_path / "a")
+    b, _ = load_distilled(tmp_path / "b")
+    assert torch.equal(a["images"], b["images"])
+
+
+def test_engines_give_the_same_run_and_auto_respects_the_memory_budget(tmp_path):
+    """Both exact engines give the same distilled set up to float rounding (4 iterations, momentum, 2
+    trajectories); a budget too small for the unroll makes auto take constant_memory without a probe."""
+    extra = ("distill.num_trajectories=2", "distill.inner_momentum=0.5", "distill.checkpoint_every=0")
+    runs = {b: run_distiller(_cfg(tmp_path, f"distill.backend={b}", *extra), tmp_path / b)
+            for b in ("unroll", "constant_memory")}
+    sets = {b: load_distilled(tmp_path / b)[0]["images"] for b in runs}
+    assert torch.allclose(sets["unroll"], sets["constant_memory"], rtol=1e-4, atol=1e-5)
+    assert abs(runs["unroll"]["syn_lr"] - runs["constant_memory"]["syn_lr"]) < 1e-7
+    tight = run_distiller(_cfg(tmp_path, "distill.max_memory_gb=1e-9", *extra), tmp_path / "tight")
+    assert tight["backend"] == "constant_memory" and "budget" in tight["backend_reason"]
+    assert torch.allclose(load_distilled(tmp_path / "tight")[0]["images"], sets["constant_memory"], rtol=1e-4,
+                          atol=1e-5)
+
+
 def test_nan_stops_and_keeps_the_last_good_set(tmp_path, monkeypatch):
-    real = mtt_module.matching_grads
+    real = mtt_module.batched_matching_grads
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -42,8 +78,8 @@ def test_nan_stops_and_keeps_the_last_good_set(tmp_path, monkeypatch):
             grads["images"] = grads["images"] * float("nan")
         return loss, grads
 
-    monkeypatch.setattr(mtt_module, "matching_grads", flaky)
-    out = run_distiller(_cfg(tmp_path, "distill.checkpoint_every=0"), tmp_path / "nan")
+    monkeypatch.setattr(mtt_module, "batched_matching_grads", flaky)
+    out = run_distiller(_cfg(tmp_path, "distill.checkpoint_every=0", "distill.backend=unroll"), tmp_path / "nan")
     assert out["status"] == "diverged" and out["iterations_done"] == 2 and "not finite" in out["message"]
     tensors, _ = load_distilled(tmp_path / "nan")
     assert torch.isfinite(tensors["images"]).all()

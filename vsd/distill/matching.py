@@ -29,6 +29,17 @@ Engines (all return ``(loss, grads)`` with the gradients of ``L`` for images, ``
 * ``"higher"``: the unroll through ``higher.innerloop_ctx`` with a differentiable torch optimizer (``sgd``, with
   momentum, or ``adam``), ``syn_lr`` overriding the optimizer's lr.
 
+Batched segments (:func:`batched_matching_grads`): the ``K`` (expert, start) segments of one outer iteration
+share the synthetic set; the engines run them as one inner loop over stacked ``[K, P]`` parameters, one
+``torch.func.vmap``-ed model call per step with each segment's own minibatch and DSA draw. The step loss
+:math:`\sum_k c_k \mathrm{CE}_k` separates over ``k``, so its gradient with respect to the stacked parameters is
+the stack of the segments' own gradients, and the loss is the mean of the segments' matching losses: the
+hypergradient equals the average of running the segments one after another.
+
+Engine choice (:func:`choose_backend`, used by ``distill.backend: auto``): the unroll is taken only when its
+estimated activation memory (:func:`unroll_bytes`) fits the budget and it wins a timed probe of the first
+iteration against the constant-memory engine.
+
 Labels are ``[N]`` class indices, or ``[N, K]`` learnable soft-label *logits* (targets ``softmax(labels)``, a
 DATM-style option). Deliberate differences from the official code: the denominators use the actual start point
 (after weight perturbation, as AST does); intermediate targets are matched at step
@@ -48,10 +59,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.func import vmap
 
 from vsd.distill.augment import DSA, DSAParams
 from vsd.distill.flat import FlatModel
@@ -86,45 +99,112 @@ def make_plan(n_syn: int, syn_steps: int, batch_syn: int, augment: Optional[DSA]
     return plan
 
 
-def inner_loss(fm: FlatModel, w: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, step: StepPlan,
-               augment: Optional[DSA], ce_scale: float = 1.0) -> torch.Tensor:
-    """``ce_scale * CE(f(DSA(images[idx]); w), labels[idx])``; float 2-d labels are soft-label logits."""
-    x = images[step.indices]
-    if augment is not None and step.aug is not None:
-        x = augment(x, step.aug)
-    return label_loss(fm(w, x), labels[step.indices]) * ce_scale
+def _inputs(images: torch.Tensor, labels: torch.Tensor, plans: Sequence[Sequence[StepPlan]], t: int,
+            augment: Optional[DSA]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Step ``t``'s minibatch of every segment, stacked: ``[K, B, C, H, W]`` images (augmented with each
+    segment's own DSA draw) and ``[K, B]`` (or ``[K, B, classes]``) labels; unstacked for one segment."""
+    xs, ys = [], []
+    for plan in plans:
+        step = plan[t]
+        x = images[step.indices]
+        if augment is not None and step.aug is not None:
+            x = augment(x, step.aug)
+        xs.append(x)
+        ys.append(labels[step.indices])
+    if len(xs) == 1:
+        return xs[0], ys[0]
+    return torch.stack(xs), torch.stack(ys)
+
+
+def _step_loss(fm: FlatModel, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+               scales: Optional[torch.Tensor]) -> torch.Tensor:
+    """:math:`\sum_k c_k\,\mathrm{CE}_k` of ``K`` parameter vectors ``w [K, P]`` on their own minibatches
+    ``x [K, B, ...]``, one vectorised model call (``torch.func.vmap``); without scales (all ``c_k = 1``) one
+    cross-entropy over the ``K * B`` rows times ``K`` (the minibatches are equally large). One segment
+    (``w [P]``, ``x [B, ...]``) runs exactly the plain step: model call and cross-entropy."""
+    if w.dim() == 1:
+        loss = label_loss(fm(w, x), y)
+        return loss if scales is None else loss * scales[0]
+    logits = vmap(fm)(w, x)
+    if scales is not None:
+        return torch.sum(scales * label_losses(logits, y))
+    return label_loss(logits.reshape(-1, logits.shape[-1]), y.reshape(-1, *y.shape[2:])) * len(w)
+
+
+def label_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-segment mean cross-entropy of ``[K, B, classes]`` logits: with ``[K, B]`` class indices, or with
+    ``softmax(y)`` targets when ``y`` holds ``[K, B, classes]`` soft-label logits."""
+    if y.dtype.is_floating_point:
+        return torch.sum(-F.softmax(y, dim=-1) * F.log_softmax(logits, dim=-1), dim=-1).mean(dim=-1)
+    k, b = y.shape
+    return F.cross_entropy(logits.reshape(k * b, -1), y.reshape(-1), reduction="none").view(k, b).mean(dim=1)
 
 
 def label_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with class indices, or with ``softmax(y)`` targets when ``y`` holds soft-label logits."""
+    """Cross-entropy of ``[B, classes]`` logits with class indices, or with ``softmax(y)`` targets when ``y`` holds
+    soft-label logits (one segment's :func:`label_losses`)."""
     if y.dtype.is_floating_point:
         return torch.sum(-F.softmax(y, dim=1) * F.log_softmax(logits, dim=1), dim=1).mean()
     return F.cross_entropy(logits, y)
 
 
 def matching_loss(iterates: Dict[int, torch.Tensor], w0: torch.Tensor, targets: Sequence[Target]) -> torch.Tensor:
-    """:math:`\\sum_k ||w_{s_k} - \\theta_k||^2 / ||w_0 - \\theta_k||^2` over ``targets = [(s_k, theta_k)]``."""
-    total = w0.new_zeros(())
-    for step, theta in targets:
-        total = total + _term(iterates[step], w0, theta)
-    return total
+    """:math:`\\sum_k ||w_{s_k} - \\theta_k||^2 / ||w_0 - \\theta_k||^2` over ``targets = [(s_k, theta_k)]``;
+    with stacked ``[K, P]`` vectors, the mean of the ``K`` segments' losses."""
+    terms = [_term(iterates[step], w0, theta) for step, theta in targets]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total.mean() if total.dim() else total
 
 
 def _term(w: torch.Tensor, w0: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    denom = torch.sum((w0 - theta) ** 2)
-    if not denom > 0:
+    denom = torch.sum((w0 - theta) ** 2, dim=-1)
+    if not bool((denom > 0).all()):
         raise ValueError("the start and target expert parameters are identical: the matching loss is undefined "
                          "(an expert that did not train? check the buffer)")
-    return torch.sum((w - theta) ** 2) / denom
+    return torch.sum((w - theta) ** 2, dim=-1) / denom
 
 
-def _check(targets: Sequence[Target], plan: Sequence[StepPlan], syn_lr: torch.Tensor) -> List[Target]:
+@dataclass
+class Segment:
+    """One (expert, start) segment to match: start point ``w0 [P]``, ``targets = [(step, theta [P])]``, the
+    inner steps' :class:`StepPlan` list and the inner cross-entropy scale."""
+
+    w0: torch.Tensor
+    targets: Sequence[Target]
+    plan: Sequence[StepPlan]
+    ce_scale: float = 1.0
+
+
+def _check(targets: Sequence[Target], plan: Sequence[StepPlan]) -> List[Target]:
     steps = [s for s, _ in targets]
     if not targets or any(not 1 <= s <= len(plan) for s in steps) or len(set(steps)) != len(steps):
         raise ValueError(f"matching targets must be distinct steps in [1, {len(plan)}], got {steps}")
-    if syn_lr.dim() != 0:
-        raise ValueError(f"syn_lr must be a scalar tensor, got shape {tuple(syn_lr.shape)}")
     return sorted(targets, key=lambda t: t[0])
+
+
+def _stack(segments: Sequence[Segment]):
+    """``w0 [K, P]``, targets ``[(step, theta [K, P])]`` (``[P]`` vectors for one segment), the plans and ``[K]``
+    CE scales (None when all are 1) of segments that share their matched steps and minibatch sizes (as the
+    segments of one outer iteration do)."""
+    if not segments:
+        raise ValueError("matching needs at least one segment")
+    checked = [_check(s.targets, s.plan) for s in segments]
+    steps = [s for s, _ in checked[0]]
+    sizes = [len(p.indices) for p in segments[0].plan]
+    for seg, targets in zip(segments[1:], checked[1:]):
+        if [s for s, _ in targets] != steps or [len(p.indices) for p in seg.plan] != sizes:
+            raise ValueError("segments matched together must share their target steps and minibatch sizes")
+    if len(segments) == 1:  # one segment: plain [P] vectors
+        w0, targets = segments[0].w0.detach(), [(s, th.detach()) for s, th in checked[0]]
+    else:
+        w0 = torch.stack([s.w0.detach() for s in segments])
+        targets = [(step, torch.stack([t[i][1].detach() for t in checked])) for i, step in enumerate(steps)]
+    scales = None
+    if any(float(s.ce_scale) != 1.0 for s in segments):
+        scales = torch.tensor([float(s.ce_scale) for s in segments], dtype=w0.dtype, device=w0.device)
+    return w0, targets, [s.plan for s in segments], scales
 
 
 def _leaves(images: torch.Tensor, syn_lr: torch.Tensor, labels: torch.Tensor):
@@ -143,13 +223,14 @@ def _collect(loss: torch.Tensor, images: torch.Tensor, syn_lr: torch.Tensor, lab
     return loss.detach(), {"images": grads[0], "syn_lr": grads[1], "labels": grads[2] if soft else None}
 
 
-def _unroll(fm, w0, targets, images, syn_lr, labels, plan, augment, momentum, ce_scale):
+def _unroll(fm, w0, targets, images, syn_lr, labels, plans, augment, momentum, scales):
     wanted = {s for s, _ in targets}
     w = w0.detach().requires_grad_(True)
-    b = torch.zeros_like(w)
+    b = torch.zeros_like(w) if momentum else None
     iterates: Dict[int, torch.Tensor] = {}
-    for t, step in enumerate(plan):
-        g = torch.autograd.grad(inner_loss(fm, w, images, labels, step, augment, ce_scale), w, create_graph=True)[0]
+    for t in range(len(plans[0])):
+        x, y = _inputs(images, labels, plans, t, augment)
+        g = torch.autograd.grad(_step_loss(fm, w, x, y, scales), w, create_graph=True)[0]
         b = momentum * b + g if momentum else g
         w = w - syn_lr * b
         if t + 1 in wanted:
@@ -183,41 +264,43 @@ def _higher(fm, w0, targets, images, syn_lr, labels, plan, augment, momentum, ce
     return matching_loss(iterates, w0.detach(), targets)
 
 
-def _constant_memory(fm, w0, targets, images, syn_lr, labels, plan, augment, momentum, ce_scale, soft):
+def _constant_memory(fm, w0, targets, images, syn_lr, labels, plans, augment, momentum, scales, soft):
     theta = dict(targets)
-    w0 = w0.detach()
+    k = w0.shape[0] if w0.dim() == 2 else 1
     lr = syn_lr.detach()
     x_det, y_det = images.detach(), labels.detach()
     states: List[Tuple[torch.Tensor, Optional[torch.Tensor]]] = []
     w, b = w0, torch.zeros_like(w0)
     iterates: Dict[int, torch.Tensor] = {}
-    for t, step in enumerate(plan):  # forward: keep (w_t, b_{t-1}) only; b only with momentum
+    steps = len(plans[0])
+    for t in range(steps):  # forward: keep (w_t, b_{t-1}) only; b only with momentum
         states.append((w, b if momentum else None))
         w_req = w.detach().requires_grad_(True)
+        x, y = _inputs(x_det, y_det, plans, t, augment)
         with torch.enable_grad():
-            g = torch.autograd.grad(inner_loss(fm, w_req, x_det, y_det, step, augment, ce_scale), w_req)[0]
+            g = torch.autograd.grad(_step_loss(fm, w_req, x, y, scales), w_req)[0]
         b = momentum * b + g if momentum else g
         w = (w - lr * b).detach()
         if t + 1 in theta:
             iterates[t + 1] = w
     loss = matching_loss(iterates, w0, targets)
 
-    def direct(step_index: int, w_s: torch.Tensor) -> torch.Tensor:  # d/dw of one matching term
+    def direct(step_index: int, w_s: torch.Tensor) -> torch.Tensor:  # d/dw of one matching term (mean over K)
         th = theta[step_index]
-        return 2.0 * (w_s - th) / torch.sum((w0 - th) ** 2)
+        return 2.0 * (w_s - th) / (k * torch.sum((w0 - th) ** 2, dim=-1, keepdim=True))
 
-    adj_w = direct(len(plan), iterates[len(plan)]) if len(plan) in theta else torch.zeros_like(w0)
+    adj_w = direct(steps, iterates[steps]) if steps in theta else torch.zeros_like(w0)
     adj_b = torch.zeros_like(w0)
     g_images, g_lr = torch.zeros_like(images), torch.zeros_like(syn_lr)
     g_labels = torch.zeros_like(labels) if soft else None
-    for t in reversed(range(len(plan))):  # backward: one step's graph at a time
+    for t in reversed(range(steps)):  # backward: one step's graph at a time
         w_t, b_prev = states[t]
         w_req = w_t.detach().requires_grad_(True)
         b_req = (b_prev if b_prev is not None else torch.zeros_like(w_t)).detach().requires_grad_(True)
         x_leaf, lr_leaf, y_leaf, _ = _leaves(images, syn_lr, labels)
         with torch.enable_grad():
-            g = torch.autograd.grad(inner_loss(fm, w_req, x_leaf, y_leaf, plan[t], augment, ce_scale), w_req,
-                                    create_graph=True)[0]
+            x, y = _inputs(x_leaf, y_leaf, plans, t, augment)
+            g = torch.autograd.grad(_step_loss(fm, w_req, x, y, scales), w_req, create_graph=True)[0]
             b_t = momentum * b_req + g if momentum else g
             w_next = w_req - lr_leaf * b_t
             outputs, adjoints = [w_next], [adj_w]
@@ -237,27 +320,114 @@ def _constant_memory(fm, w0, targets, images, syn_lr, labels, plan, augment, mom
     return loss, {"images": g_images, "syn_lr": g_lr, "labels": g_labels}
 
 
+Grads = Tuple[torch.Tensor, Dict[str, Optional[torch.Tensor]]]
+
+
 def matching_grads(backend: str, fm: FlatModel, w0: torch.Tensor, targets: Sequence[Target], images: torch.Tensor,
                    syn_lr: torch.Tensor, labels: torch.Tensor, plan: Sequence[StepPlan],
                    augment: Optional[DSA] = None, momentum: float = 0.0, ce_scale: float = 1.0,
-                   inner_opt: str = "sgd") -> Tuple[torch.Tensor, Dict[str, Optional[torch.Tensor]]]:
+                   inner_opt: str = "sgd") -> Grads:
     """The matching loss and its gradients ``{'images', 'syn_lr', 'labels'}`` (``labels`` None for hard labels).
 
     ``targets`` = ``[(step, theta)]`` with steps in ``1..len(plan)``; ``backend`` one of :data:`BACKENDS`;
     ``inner_opt`` (``'sgd'`` or ``'adam'``) is only used by the ``higher`` backend.
     """
+    return batched_matching_grads(backend, fm, [Segment(w0, targets, plan, ce_scale)], images, syn_lr, labels,
+                                  augment, momentum, inner_opt)
+
+
+def batched_matching_grads(backend: str, fm: FlatModel, segments: Sequence[Segment], images: torch.Tensor,
+                           syn_lr: torch.Tensor, labels: torch.Tensor, augment: Optional[DSA] = None,
+                           momentum: float = 0.0, inner_opt: str = "sgd", vectorize: bool = True) -> Grads:
+    """The mean over ``segments`` of the matching loss and of its gradients (the synthetic set is shared).
+
+    ``vectorize=True`` runs the ``K`` segments as one inner loop over stacked ``[K, P]`` parameters (one
+    ``vmap``-ed model call per step, each segment with its own minibatches and DSA draws); ``False`` runs them
+    one after another. Both give the same numbers up to float rounding. ``higher`` always runs them in turn.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown matching backend {backend!r}; expected one of {BACKENDS}")
-    targets = _check(targets, plan, syn_lr)
+    if syn_lr.dim() != 0:
+        raise ValueError(f"syn_lr must be a scalar tensor, got shape {tuple(syn_lr.shape)}")
     if backend != "higher" and inner_opt != "sgd":
         raise ValueError(f"inner_opt={inner_opt!r} needs backend='higher' (the flat engines run SGD with momentum)")
+    if len(segments) > 1 and (backend == "higher" or not vectorize):
+        outs = [batched_matching_grads(backend, fm, [s], images, syn_lr, labels, augment, momentum, inner_opt)
+                for s in segments]
+        return _mean(outs)
+    w0, targets, plans, scales = _stack(segments)
     if backend == "constant_memory":
-        return _constant_memory(fm, w0, targets, images, syn_lr, labels, plan, augment, momentum, ce_scale,
+        return _constant_memory(fm, w0, targets, images, syn_lr, labels, plans, augment, momentum, scales,
                                 labels.dtype.is_floating_point)
     x, lr, y, soft = _leaves(images, syn_lr, labels)
     with torch.enable_grad():
         if backend == "unroll":
-            loss = _unroll(fm, w0, targets, x, lr, y, plan, augment, momentum, ce_scale)
+            loss = _unroll(fm, w0, targets, x, lr, y, plans, augment, momentum, scales)
         else:
-            loss = _higher(fm, w0, targets, x, lr, y, plan, augment, momentum, ce_scale, inner_opt)
+            seg = segments[0]
+            loss = _higher(fm, w0, targets, x, lr, y, seg.plan, augment, momentum, seg.ce_scale, inner_opt)
         return _collect(loss, x, lr, y, soft)
+
+
+def _mean(outs: Sequence[Grads]) -> Grads:
+    n = len(outs)
+    loss = sum(o[0] for o in outs) / n
+    grads = {key: (None if outs[0][1][key] is None else sum(o[1][key] for o in outs) / n) for key in outs[0][1]}
+    return loss, grads
+
+
+def unroll_bytes(fm: FlatModel, segments: Sequence[Segment], images: torch.Tensor, labels: torch.Tensor,
+                 augment: Optional[DSA] = None, vectorize: bool = True) -> int:
+    """Estimated activation bytes of the ``unroll`` engine: the distinct storages autograd saves for one inner
+    step with ``create_graph=True`` (the first step, all segments at once when ``vectorize``) times the number
+    of steps; the unroll keeps every step's graph until the final backward."""
+    seen: Dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
+        except (RuntimeError, NotImplementedError):
+            seen[id(t)] = t.numel() * t.element_size()
+        return t
+
+    w0, _, plans, scales = _stack(segments if vectorize else segments[:1])
+    x, _, y, _ = _leaves(images, torch.zeros((), device=images.device), labels)
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        w = w0.detach().requires_grad_(True)
+        xb, yb = _inputs(x, y, plans, 0, augment)
+        torch.autograd.grad(_step_loss(fm, w, xb, yb, scales), w, create_graph=True)
+    return sum(seen.values()) * len(plans[0])
+
+
+def choose_backend(call: Callable[[str], Grads], steps_bytes: Optional[int], budget_bytes: Optional[int],
+                   device: Optional[torch.device] = None) -> Tuple[str, Grads, str]:
+    """Pick ``'unroll'`` or ``'constant_memory'`` for a run: ``(backend, result of call(backend), reason)``.
+
+    ``call(backend)`` computes one iteration's matching gradients; the two engines give the same numbers, so the
+    probe's result is that iteration's result. When the unroll's estimated activation memory ``steps_bytes``
+    exceeds ``budget_bytes`` the constant-memory engine is taken without timing; otherwise both engines are timed
+    on the same iteration in the order constant_memory, unroll, unroll, constant_memory (so warm-up and drifting
+    load hit both alike) and the faster total wins. Time is wall time on CUDA (synchronised) and this process's
+    CPU time on CPU, which other processes' load on shared cores does not inflate.
+    """
+    gb = 2 ** 30
+    if steps_bytes is not None and budget_bytes is not None and steps_bytes > budget_bytes:
+        return "constant_memory", call("constant_memory"), (
+            f"unroll would need ~{steps_bytes / gb:.2f} GB of activations > budget {budget_bytes / gb:.2f} GB")
+    seconds = {"unroll": 0.0, "constant_memory": 0.0}
+    results: Dict[str, Grads] = {}
+    cuda = device is not None and device.type == "cuda"
+    clock = time.perf_counter if cuda else time.process_time
+    for backend in ("constant_memory", "unroll", "unroll", "constant_memory"):
+        start = clock()
+        results[backend] = call(backend)
+        if cuda:
+            torch.cuda.synchronize(device)
+        seconds[backend] += clock() - start
+    best = min(seconds, key=seconds.get)
+    other = "unroll" if best == "constant_memory" else "constant_memory"
+    memory = "" if steps_bytes is None else f"; unroll ~{steps_bytes / gb:.2f} GB of activations" + (
+        "" if budget_bytes is None else f" within budget {budget_bytes / gb:.2f} GB")
+    return best, results[best], (f"timed probe: {best} {seconds[best] / 2:.3g} s/it vs {other} "
+                                 f"{seconds[other] / 2:.3g} s/it ({'wall' if cuda else 'CPU'} time){memory}")

@@ -8,7 +8,17 @@ matching engines are in :mod:`vsd.distill.matching`, the formulas in its docstri
 
 One iteration: for each of ``num_trajectories`` (expert, start epoch) pairs, the gradient of the matching loss
 for the images, ``syn_lr`` and (optional) soft labels; the mean of these gradients (and over DDP ranks) updates
-the images (SGD ``lr_img``, momentum 0.5) and ``syn_lr`` (SGD ``lr_lr``, momentum 0.5).
+the images (SGD ``lr_img``, momentum 0.5) and ``syn_lr`` (SGD ``lr_lr``, momentum 0.5). The pairs of one
+iteration run as one batched inner loop (``vmap`` over their parameter vectors, the synthetic images shared, each
+pair with its own minibatches and DSA draws); it gives the mean of the pairs' gradients run one after another, and
+measured faster per trajectory than running them in turn also on CPU (BENCHMARKS.md).
+
+Engine (``backend``): ``unroll`` and ``constant_memory`` are exact and give the same numbers up to float
+rounding; ``auto`` (default) picks one on the first iteration: ``constant_memory`` when the unroll's estimated
+activation memory exceeds ``max_memory_gb`` (default: the free device memory on CUDA, the available RAM on
+CPU), else the faster of the two in a timed probe of that iteration (:func:`vsd.distill.matching.choose_backend`).
+The choice and its reason are logged, stored in the checkpoint (a resumed run keeps it, so resume stays exact)
+and in the results (``backend``, ``backend_reason``).
 
 Guards (deliberate additions to the official code):
 
@@ -29,12 +39,14 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from vsd.config import Config, DistillConfig, config_to_dict
@@ -44,12 +56,14 @@ from vsd.distill.evaluate import accuracy, evaluate_set, recalibrate_batchnorm, 
 from vsd.distill.experts import ExpertSpec, buffer_identity, build_buffer, load_buffer
 from vsd.distill.export import export_imagefolder, save_class_grids, save_distilled, to_display
 from vsd.distill.flat import FlatModel
-from vsd.distill.matching import BACKENDS, make_plan, matching_grads
+from vsd.distill.matching import (BACKENDS, Segment, batched_matching_grads, choose_backend, make_plan,
+                                  unroll_bytes)
 from vsd.distill.precision import autocast_dtype, dtype_name
 from vsd.distill.registry import register_distiller
 from vsd.distill.state import allreduce_mean, load_progress, run_device, save_progress
 
 INITS = ("real", "noise", "representative")
+ENGINES = ("auto",) + BACKENDS
 
 
 @dataclass
@@ -77,7 +91,8 @@ class MTTConfig(DistillConfig):
     zca: bool = False
     dsa: bool = True
     dsa_strategy: str = "auto"
-    backend: str = "unroll"
+    backend: str = "auto"
+    max_memory_gb: Optional[float] = None
     inner_optimizer: str = "sgd"
     num_trajectories: int = 1
     min_syn_lr: float = 1e-6
@@ -123,7 +138,9 @@ def _validate(d: MTTConfig, epochs_available: int) -> None:
          f"{d.lr_teacher}, {d.min_syn_lr}"),
         (d.lr_teacher >= d.min_syn_lr, f"distill.lr_teacher ({d.lr_teacher}) is below min_syn_lr ({d.min_syn_lr})"),
         (d.init in INITS, f"distill.init must be one of {INITS}, got {d.init!r}"),
-        (d.backend in BACKENDS, f"distill.backend must be one of {BACKENDS}, got {d.backend!r}"),
+        (d.backend in ENGINES, f"distill.backend must be one of {ENGINES}, got {d.backend!r}"),
+        (d.max_memory_gb is None or d.max_memory_gb > 0,
+         f"distill.max_memory_gb must be positive (or null for the device's memory), got {d.max_memory_gb}"),
         (d.inner_optimizer == "sgd" or d.backend == "higher",
          f"distill.inner_optimizer={d.inner_optimizer!r} needs distill.backend='higher'"),
         (0.0 <= d.inner_momentum < 1.0, f"distill.inner_momentum must be in [0, 1), got {d.inner_momentum}"),
@@ -286,8 +303,12 @@ class Matcher:
 
     def __init__(self, d: MTTConfig, fm: FlatModel, trajectories: List[torch.Tensor], images: torch.Tensor,
                  labels: torch.Tensor, augment: Optional[DSA], generator: torch.Generator,
-                 soft_init: Optional[torch.Tensor] = None) -> None:
+                 soft_init: Optional[torch.Tensor] = None, say: Callable[[str], None] = lambda msg: None) -> None:
         self.d, self.fm, self.trajectories, self.augment, self.generator = d, fm, trajectories, augment, generator
+        self.say = say
+        # the engine: fixed by the config, or chosen on the first iteration (then kept, also across resume)
+        self.backend: Optional[str] = None if d.backend == "auto" else d.backend
+        self.backend_reason = "set in the config" if self.backend else ""
         device = images.device
         self.images = images.detach().clone().requires_grad_(True)
         self.syn_lr = torch.tensor(float(d.lr_teacher), device=device, requires_grad=True)
@@ -316,6 +337,39 @@ class Matcher:
             out["labels"] = self.opt_labels
         return out
 
+    def extra_state(self) -> Dict[str, Any]:
+        """The non-tensor state stored in the checkpoint."""
+        return {"history": self.history, "clamped": self.clamped, "backend": self.backend,
+                "backend_reason": self.backend_reason}
+
+    def load_extra_state(self, extra: Dict[str, Any]) -> None:
+        self.history = list(extra.get("history", []))
+        self.clamped = int(extra.get("clamped", 0))
+        if self.d.backend == "auto" and extra.get("backend"):
+            self.backend = str(extra["backend"])
+            self.backend_reason = f"{extra.get('backend_reason', '')} (chosen before the resume, kept)"
+
+    def memory_budget(self) -> int:
+        """Bytes ``auto`` may give the unroll: ``max_memory_gb``, else free CUDA memory or available RAM."""
+        if self.d.max_memory_gb:
+            return int(self.d.max_memory_gb * 2 ** 30)
+        device = self.images.device
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+    def _take_rank0_backend(self) -> bool:
+        """Under DDP every rank uses rank 0's choice (the one its checkpoint stores); True if this rank's changed."""
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return False
+        index = torch.tensor([BACKENDS.index(self.backend)], device=self.images.device)
+        dist.broadcast(index, src=0)
+        chosen = BACKENDS[int(index)]
+        if chosen == self.backend:
+            return False
+        self.backend, self.backend_reason = chosen, f"rank 0's choice (this rank's probe: {self.backend_reason})"
+        return True
+
     def targets_for(self, traj: torch.Tensor, start: int) -> List[Tuple[int, torch.Tensor]]:
         d = self.d
         device = self.images.device
@@ -330,9 +384,8 @@ class Matcher:
     def step(self) -> float:
         """One outer iteration; raises :class:`DistillationDiverged` (state untouched) on NaN/inf."""
         d, g = self.d, self.generator
-        total_loss = 0.0
-        grads: Dict[str, torch.Tensor] = {}
         train_labels = self.label_logits if self.label_logits is not None else self.labels
+        segments = []
         for _ in range(d.num_trajectories):
             traj = self.trajectories[int(torch.randint(len(self.trajectories), (1,), generator=g))]
             start = int(torch.randint(d.max_start_epoch, (1,), generator=g))
@@ -342,13 +395,23 @@ class Matcher:
             plan = make_plan(len(self.images), d.syn_steps, d.batch_syn, self.augment, self.images.shape[2],
                              self.images.shape[3], g)
             scale = balance_scale(start, d.max_start_epoch) if d.balance_loss else 1.0
-            loss, gr = matching_grads(d.backend, self.fm, w0, self.targets_for(traj, start), self.images,
-                                      self.syn_lr, train_labels, plan, self.augment, d.inner_momentum, scale,
-                                      d.inner_optimizer)
-            total_loss += float(loss) / d.num_trajectories
-            for k, v in gr.items():
-                if v is not None:
-                    grads[k] = grads.get(k, 0) + v / d.num_trajectories
+            segments.append(Segment(w0, self.targets_for(traj, start), plan, scale))
+
+        def call(backend: str):
+            return batched_matching_grads(backend, self.fm, segments, self.images, self.syn_lr, train_labels,
+                                          self.augment, d.inner_momentum, d.inner_optimizer)
+
+        if self.backend is None:
+            need = unroll_bytes(self.fm, segments, self.images, train_labels, self.augment)
+            self.backend, (loss, grads), self.backend_reason = choose_backend(call, need, self.memory_budget(),
+                                                                              self.images.device)
+            if self._take_rank0_backend():
+                loss, grads = call(self.backend)
+            self.say(f"engine: {self.backend} ({self.backend_reason})")
+        else:
+            loss, grads = call(self.backend)
+        total_loss = float(loss)
+        grads = {k: v for k, v in grads.items() if v is not None}
         flat = list(grads.values())
         allreduce_mean(flat)
         if not math.isfinite(total_loss) or not all(bool(torch.isfinite(v).all()) for v in flat):
@@ -389,13 +452,12 @@ def run_matching(d: MTTConfig, matcher: Matcher, out_dir: Path, say: Callable[[s
     start = 0
     if ckpt.exists():
         start, extra = load_progress(ckpt, matcher.tensors(), matcher.optimizers(), generators)
-        matcher.history = list(extra.get("history", []))
-        matcher.clamped = int(extra.get("clamped", 0))
+        matcher.load_extra_state(extra)
         say(f"resumed from {ckpt} at iteration {start}")
 
     def save(iteration: int) -> None:
         save_progress(ckpt, iteration, matcher.tensors(), matcher.optimizers(), generators,
-                      {"history": matcher.history, "clamped": matcher.clamped})
+                      matcher.extra_state())  # every rank: rank 0 gathers their RNG states and writes
 
     status, message = "ok", ""
     bar = _progress(range(start, d.iterations), d.progress and is_main, start, d.iterations)
@@ -421,7 +483,8 @@ def run_matching(d: MTTConfig, matcher: Matcher, out_dir: Path, say: Callable[[s
         say(f"syn_lr reached min_syn_lr={d.min_syn_lr} and was clamped {matcher.clamped} times")
     return {"status": status, "message": message, "iterations_done": it, "resumed_from": start,
             "distill_wall_s": time.time() - t0, "syn_lr_clamped": matcher.clamped,
-            "final_loss": matcher.history[-1] if matcher.history else None}
+            "final_loss": matcher.history[-1] if matcher.history else None,
+            "backend": matcher.backend or "auto (no iteration run)", "backend_reason": matcher.backend_reason}
 
 
 def _progress(iterable, enabled: bool, start: int, total: int):
@@ -491,7 +554,7 @@ def distill_mtt(cfg: Config, out_dir: Path) -> Dict[str, Any]:
         with torch.no_grad():
             soft_init = fm(trajectories[0][-1].to(device), images.to(device))
     augment = make_augment(d, info)
-    matcher = Matcher(d, fm, trajectories, images.to(device), labels, augment, generator, soft_init)
+    matcher = Matcher(d, fm, trajectories, images.to(device), labels, augment, generator, soft_init, say)
     run = run_matching(d, matcher, out_dir, say, env.is_main)
     syn_lr = float(matcher.syn_lr.detach())
     final_images = matcher.images.detach()
