@@ -14,19 +14,20 @@ from vsd.distill.flat import FlatModel
 @pytest.mark.parametrize("backend", [
     "unroll", pytest.param("constant_memory", marks=pytest.mark.slow), pytest.param("higher", marks=pytest.mark.slow)])
 def test_inner_loop_runs_batchnorm_in_train_mode(tmp_path, monkeypatch, backend):
-    real = mtt_module.matching_grads
+    real = mtt_module.batched_matching_grads
     seen = []
 
-    def probe(backend, fm, w0, targets, images, *args, **kwargs):
+    def probe(backend, fm, segments, images, *args, **kwargs):
+        w0 = segments[0].w0
         with torch.no_grad():
             x = images[:6].detach()
             used = fm(w0, x)  # what the inner step computes (the module's mode decides BatchNorm's statistics)
             train_ref = FlatModel(copy.deepcopy(fm.model).train())(w0, x)
             eval_ref = FlatModel(copy.deepcopy(fm.model).eval())(w0, x)
         seen.append((fm.model.training, used, train_ref, eval_ref))
-        return real(backend, fm, w0, targets, images, *args, **kwargs)
+        return real(backend, fm, segments, images, *args, **kwargs)
 
-    monkeypatch.setattr(mtt_module, "matching_grads", probe)
+    monkeypatch.setattr(mtt_module, "batched_matching_grads", probe)
     cfg = load_config(None, [
         "data.name=digits", "data.image_size=8", "model.name=convnet_d1",
         "model.kwargs={net_width: 4, net_norm: batchnorm}", "train.device=cpu", "distill.method=mtt",
