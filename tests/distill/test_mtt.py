@@ -35,18 +35,24 @@ def test_auto_engine_is_chosen_once_and_kept_on_resume(tmp_path, monkeypatch):
     """auto probes on the first iteration, stores its choice in the checkpoint and reuses it after a resume, so
     the resumed run equals a straight run with that engine bit for bit."""
     first = run_distiller(_cfg(tmp_path, "distill.iterations=2", "distill.num_trajectories=2"), tmp_path / "b")
-    chosen = first["backend"]
+    chosen, batching = first["backend"], first["trajectory_batching"]
     assert chosen in ("unroll", "constant_memory") and "timed probe" in first["backend_reason"]
+    assert batching in ("vmap", "sequential") and "timed probe" in first["trajectory_batching_reason"]
 
     def no_probe(*args, **kwargs):
         raise AssertionError("the engine must not be chosen again after a resume")
 
     monkeypatch.setattr(mtt_module, "choose_backend", no_probe)
+    monkeypatch.setattr(mtt_module, "time_options", no_probe)
     resumed = run_distiller(_cfg(tmp_path, "distill.num_trajectories=2"), tmp_path / "b")
     assert resumed["resumed_from"] == 2 and resumed["backend"] == chosen and "kept" in resumed["backend_reason"]
+    assert resumed["trajectory_batching"] == batching
+    # the straight run with that engine, its batching forced to the same choice
+    monkeypatch.setattr(mtt_module, "time_options", lambda call, options, device: (
+        batching == "vmap", call(batching == "vmap"), "forced"))
     straight = run_distiller(_cfg(tmp_path, f"distill.backend={chosen}", "distill.num_trajectories=2"),
                              tmp_path / "a")
-    assert straight["backend_reason"] == "set in the config"
+    assert straight["backend_reason"] == "set in the config" and straight["trajectory_batching"] == batching
     a, _ = load_distilled(tmp_path / "a")
     b, _ = load_distilled(tmp_path / "b")
     assert torch.equal(a["images"], b["images"])

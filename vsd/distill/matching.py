@@ -60,7 +60,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -415,19 +415,27 @@ def choose_backend(call: Callable[[str], Grads], steps_bytes: Optional[int], bud
     if steps_bytes is not None and budget_bytes is not None and steps_bytes > budget_bytes:
         return "constant_memory", call("constant_memory"), (
             f"unroll would need ~{steps_bytes / gb:.2f} GB of activations > budget {budget_bytes / gb:.2f} GB")
-    seconds = {"unroll": 0.0, "constant_memory": 0.0}
-    results: Dict[str, Grads] = {}
-    cuda = device is not None and device.type == "cuda"
-    clock = time.perf_counter if cuda else time.process_time
-    for backend in ("constant_memory", "unroll", "unroll", "constant_memory"):
-        start = clock()
-        results[backend] = call(backend)
-        if cuda:
-            torch.cuda.synchronize(device)
-        seconds[backend] += clock() - start
-    best = min(seconds, key=seconds.get)
-    other = "unroll" if best == "constant_memory" else "constant_memory"
+    best, result, reason = time_options(call, ("constant_memory", "unroll"), device)
     memory = "" if steps_bytes is None else f"; unroll ~{steps_bytes / gb:.2f} GB of activations" + (
         "" if budget_bytes is None else f" within budget {budget_bytes / gb:.2f} GB")
-    return best, results[best], (f"timed probe: {best} {seconds[best] / 2:.3g} s/it vs {other} "
-                                 f"{seconds[other] / 2:.3g} s/it ({'wall' if cuda else 'CPU'} time){memory}")
+    return best, result, reason + memory
+
+
+def time_options(call: Callable[[Any], Grads], options: Sequence[Any],
+                 device: Optional[torch.device] = None) -> Tuple[Any, Grads, str]:
+    """Time ``call(option)`` for each option on the same inputs, in order and then in reverse order (so warm-up
+    and drifting load hit all alike); return the fastest option, its result and a one-line summary. Wall time on
+    CUDA (synchronised), this process's CPU time on CPU (other processes' load on shared cores does not count)."""
+    cuda = device is not None and device.type == "cuda"
+    clock = time.perf_counter if cuda else time.process_time
+    seconds = {o: 0.0 for o in options}
+    results: Dict[Any, Grads] = {}
+    for option in list(options) + list(options)[::-1]:
+        start = clock()
+        results[option] = call(option)
+        if cuda:
+            torch.cuda.synchronize(device)
+        seconds[option] += clock() - start
+    best = min(options, key=lambda o: seconds[o])
+    summary = ", ".join(f"{o} {seconds[o] / 2:.3g} s/it" for o in options)
+    return best, results[best], f"timed probe ({'wall' if cuda else 'CPU'} time): {summary}"

@@ -10,8 +10,10 @@ One iteration: for each of ``num_trajectories`` (expert, start epoch) pairs, the
 for the images, ``syn_lr`` and (optional) soft labels; the mean of these gradients (and over DDP ranks) updates
 the images (SGD ``lr_img``, momentum 0.5) and ``syn_lr`` (SGD ``lr_lr``, momentum 0.5). The pairs of one
 iteration run as one batched inner loop (``vmap`` over their parameter vectors, the synthetic images shared, each
-pair with its own minibatches and DSA draws); it gives the mean of the pairs' gradients run one after another, and
-measured faster per trajectory than running them in turn also on CPU (BENCHMARKS.md).
+pair with its own minibatches and DSA draws), which gives the mean of the pairs' gradients run one after another.
+On CUDA the batched loop is always used; on CPU, where it measured faster at digits size but not at CIFAR size
+(BENCHMARKS.md), the first iteration times both and keeps the faster (logged, checkpointed, in the results as
+``trajectory_batching``).
 
 Engine (``backend``): ``unroll`` and ``constant_memory`` are exact and give the same numbers up to float
 rounding; ``auto`` (default) picks one on the first iteration: ``constant_memory`` when the unroll's estimated
@@ -57,7 +59,7 @@ from vsd.distill.experts import ExpertSpec, buffer_identity, build_buffer, load_
 from vsd.distill.export import export_imagefolder, save_class_grids, save_distilled, to_display
 from vsd.distill.flat import FlatModel
 from vsd.distill.matching import (BACKENDS, Segment, batched_matching_grads, choose_backend, make_plan,
-                                  unroll_bytes)
+                                  time_options, unroll_bytes)
 from vsd.distill.precision import autocast_dtype, dtype_name
 from vsd.distill.registry import register_distiller
 from vsd.distill.state import allreduce_mean, load_progress, run_device, save_progress
@@ -309,6 +311,11 @@ class Matcher:
         # the engine: fixed by the config, or chosen on the first iteration (then kept, also across resume)
         self.backend: Optional[str] = None if d.backend == "auto" else d.backend
         self.backend_reason = "set in the config" if self.backend else ""
+        # K > 1 trajectories: one vmap-ed loop (True) or one after another; CUDA: vmap, CPU: timed once
+        self.vectorize: Optional[bool] = True if d.num_trajectories == 1 or images.device.type == "cuda" else None
+        self.vectorize_reason = "one trajectory" if d.num_trajectories == 1 else "CUDA"
+        if d.backend == "higher" and d.num_trajectories > 1:
+            self.vectorize, self.vectorize_reason = False, "the higher engine runs trajectories in turn"
         device = images.device
         self.images = images.detach().clone().requires_grad_(True)
         self.syn_lr = torch.tensor(float(d.lr_teacher), device=device, requires_grad=True)
@@ -340,7 +347,8 @@ class Matcher:
     def extra_state(self) -> Dict[str, Any]:
         """The non-tensor state stored in the checkpoint."""
         return {"history": self.history, "clamped": self.clamped, "backend": self.backend,
-                "backend_reason": self.backend_reason}
+                "backend_reason": self.backend_reason, "vectorize": self.vectorize,
+                "vectorize_reason": self.vectorize_reason}
 
     def load_extra_state(self, extra: Dict[str, Any]) -> None:
         self.history = list(extra.get("history", []))
@@ -348,6 +356,9 @@ class Matcher:
         if self.d.backend == "auto" and extra.get("backend"):
             self.backend = str(extra["backend"])
             self.backend_reason = f"{extra.get('backend_reason', '')} (chosen before the resume, kept)"
+        if self.vectorize is None and extra.get("vectorize") is not None:
+            self.vectorize = bool(extra["vectorize"])
+            self.vectorize_reason = f"{extra.get('vectorize_reason', '')} (chosen before the resume, kept)"
 
     def memory_budget(self) -> int:
         """Bytes ``auto`` may give the unroll: ``max_memory_gb``, else free CUDA memory or available RAM."""
@@ -357,6 +368,10 @@ class Matcher:
         if device.type == "cuda":
             return int(torch.cuda.mem_get_info(device)[0])
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+    def batching(self) -> str:
+        """How the trajectories of one iteration run: ``'vmap'`` or ``'sequential'``."""
+        return "sequential" if self.vectorize is False else "vmap"
 
     def _take_rank0_backend(self) -> bool:
         """Under DDP every rank uses rank 0's choice (the one its checkpoint stores); True if this rank's changed."""
@@ -397,19 +412,25 @@ class Matcher:
             scale = balance_scale(start, d.max_start_epoch) if d.balance_loss else 1.0
             segments.append(Segment(w0, self.targets_for(traj, start), plan, scale))
 
-        def call(backend: str):
+        def call(backend: str, vectorize: Optional[bool] = None):
+            vectorize = self.vectorize is not False if vectorize is None else vectorize
             return batched_matching_grads(backend, self.fm, segments, self.images, self.syn_lr, train_labels,
-                                          self.augment, d.inner_momentum, d.inner_optimizer)
+                                          self.augment, d.inner_momentum, d.inner_optimizer, vectorize)
 
+        result = None
         if self.backend is None:
             need = unroll_bytes(self.fm, segments, self.images, train_labels, self.augment)
-            self.backend, (loss, grads), self.backend_reason = choose_backend(call, need, self.memory_budget(),
-                                                                              self.images.device)
+            self.backend, result, self.backend_reason = choose_backend(call, need, self.memory_budget(),
+                                                                       self.images.device)
             if self._take_rank0_backend():
-                loss, grads = call(self.backend)
+                result = call(self.backend)
             self.say(f"engine: {self.backend} ({self.backend_reason})")
-        else:
-            loss, grads = call(self.backend)
+        if self.vectorize is None:
+            self.vectorize, result, reason = time_options(lambda v: call(self.backend, v), (True, False),
+                                                          self.images.device)
+            self.vectorize_reason = reason.replace("True", "vmap").replace("False", "sequential")
+            self.say(f"{d.num_trajectories} trajectories per iteration: {self.batching()} ({self.vectorize_reason})")
+        loss, grads = result if result is not None else call(self.backend)
         total_loss = float(loss)
         grads = {k: v for k, v in grads.items() if v is not None}
         flat = list(grads.values())
@@ -484,7 +505,8 @@ def run_matching(d: MTTConfig, matcher: Matcher, out_dir: Path, say: Callable[[s
     return {"status": status, "message": message, "iterations_done": it, "resumed_from": start,
             "distill_wall_s": time.time() - t0, "syn_lr_clamped": matcher.clamped,
             "final_loss": matcher.history[-1] if matcher.history else None,
-            "backend": matcher.backend or "auto (no iteration run)", "backend_reason": matcher.backend_reason}
+            "backend": matcher.backend or "auto (no iteration run)", "backend_reason": matcher.backend_reason,
+            "trajectory_batching": matcher.batching(), "trajectory_batching_reason": matcher.vectorize_reason}
 
 
 def _progress(iterable, enabled: bool, start: int, total: int):
