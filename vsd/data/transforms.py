@@ -10,24 +10,48 @@ Presets (the ``transform`` argument of :func:`vsd.data.create_dataset`):
   to float in ``[0, 1]``, :class:`Cutout` (one hole of side ``image_size // 2``: 16 px at 32 px), normalize.
 - ``"none"``: the raw ``uint8`` tensor, untouched.
 
-A callable is used as is: it receives the raw ``uint8`` tensor ``[C, H, W]``. All presets work on grayscale
+A :class:`ResizedCrop` (multi-crop views of DINO / random teachers) becomes ``RandomResizedCrop(size, scale)``
+(+ a flip where ``info.hflip``) then ``"eval"``. A callable is used as is: it receives the raw ``uint8`` tensor ``[C, H, W]``. All presets work on grayscale
 (1-channel) and RGB images.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Tuple, Union
 
 import torch
 from torchvision.transforms import v2
 
 from vsd.data.info import DatasetInfo
 
-__all__ = ["PRESETS", "Cutout", "TransformArg", "build_transform", "crop_padding"]
+__all__ = ["PRESETS", "Cutout", "ResizedCrop", "TransformArg", "build_transform", "crop_padding"]
 
 PRESETS = ("eval", "train", "weak", "strong", "none")
 
-#: What ``transform`` arguments accept: a preset name or a callable on the raw uint8 tensor.
-TransformArg = Union[str, Callable[[torch.Tensor], Any]]
+@dataclass(frozen=True)
+class ResizedCrop:
+    """A multi-crop view: ``RandomResizedCrop(size, scale)`` (antialiased, aspect ratio in [3/4, 4/3] as
+    torchvision's default) + a horizontal flip where the data set allows, then ``"eval"`` (DINO's global crops:
+    scale (0.4, 1), local crops: (0.05, 0.4))."""
+
+    size: int
+    scale: Tuple[float, float] = (0.4, 1.0)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.scale
+        if self.size < 1 or not 0 < lo <= hi <= 1:
+            raise ValueError(f"a resized crop needs size >= 1 and 0 < scale[0] <= scale[1] <= 1, got size "
+                             f"{self.size}, scale {self.scale}")
+
+    def build(self, info: DatasetInfo) -> Callable[[torch.Tensor], Any]:
+        ops: list[v2.Transform] = [v2.RandomResizedCrop(self.size, scale=tuple(self.scale), antialias=True)]
+        if info.hflip:
+            ops.append(v2.RandomHorizontalFlip())
+        return v2.Compose(ops + _to_normalized(info))
+
+
+#: What ``transform`` arguments accept: a preset name, a :class:`ResizedCrop` or a callable on the raw uint8 tensor.
+TransformArg = Union[str, ResizedCrop, Callable[[torch.Tensor], Any]]
 
 _WEAK_ROTATION_DEGREES = 15.0
 
@@ -98,6 +122,8 @@ def build_transform(transform: TransformArg, info: DatasetInfo) -> Callable[[tor
         >>> build_transform("eval", info)(torch.full((1, 8, 8), 255, dtype=torch.uint8))[0, 0, 0].item()
         2.0
     """
+    if isinstance(transform, ResizedCrop):
+        return transform.build(info)
     if callable(transform):
         return transform
     if transform == "none":
