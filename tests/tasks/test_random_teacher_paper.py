@@ -31,8 +31,8 @@ def test_paper_defaults():
 
 
 def test_multicrop_views_and_teacher_on_globals_only():
-    task = create_task(bn_convnet(), rt("method.global_crops=2", "method.local_crops=3", "method.local_scale=[0.1, 0.3]",
-                                        "method.loss_pairing=opposite"), CTX)
+    task = create_task(bn_convnet(), rt("method.global_crops=2", "method.local_crops=3",
+                                        "method.local_scale=[0.1, 0.3]", "method.loss_pairing=opposite"), CTX)
     assert task.teacher_views == 2 and len(task.train_views) == 5
     assert task.train_views[0] == ResizedCrop(8, (0.4, 1.0)) and task.train_views[4] == ResizedCrop(8, (0.1, 0.3))
     seen = []

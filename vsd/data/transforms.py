@@ -11,7 +11,8 @@ Presets (the ``transform`` argument of :func:`vsd.data.create_dataset`):
 - ``"none"``: the raw ``uint8`` tensor, untouched.
 
 A :class:`ResizedCrop` (multi-crop views of DINO / random teachers) becomes ``RandomResizedCrop(size, scale)``
-(+ a flip where ``info.hflip``) then ``"eval"``. A callable is used as is: it receives the raw ``uint8`` tensor ``[C, H, W]``. All presets work on grayscale
+(+ a flip where ``info.hflip``) then ``"eval"``. A callable is used as is: it receives the raw ``uint8`` tensor
+``[C, H, W]``. All presets work on grayscale
 (1-channel) and RGB images.
 """
 from __future__ import annotations
