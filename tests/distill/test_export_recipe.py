@@ -44,6 +44,9 @@ def test_defaults_taken_overrides_kept_and_reported(tmp_path):
     assert cfg.train.decay_milestones == [150] and cfg.data.train_transform == "dsa"
     assert cfg.train.epochs == 7  # set by the user: kept, and said so
     assert "train.lr=0.0038" in said[0] and "train.epochs=7 (recipe 300)" in said[1]
+    mine = apply_export_recipe(load_config(None, ["data.name=distilled", f"data.root={tmp_path}",
+                                                  "model.name=resnet8_cifar"]), said.append)
+    assert mine.model.name == "resnet8_cifar" and mine.model.kwargs == {}  # no convnet kwargs on another model
     other = load_config(None, ["data.name=digits"])
     assert apply_export_recipe(other, said.append) is other
 

@@ -180,6 +180,8 @@ def export_recipe_overrides(cfg: Any, recipe: Dict[str, Any]) -> Tuple[Dict[str,
                 take[key] = value
         elif current != value:
             kept[key] = current
+    if "model.name" in kept:  # the recipe's constructor arguments belong to the recipe's model
+        take.pop("model.kwargs", None)
     return take, kept
 
 
