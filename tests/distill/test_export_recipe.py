@@ -70,3 +70,22 @@ def test_imagefolder_readme_gives_timm_arguments(tmp_path):
     assert "--lr 0.0038" in note and "--epochs 300" in note and "--decay-epochs 150" in note
     assert "--opt momentum" in note and "--warmup-epochs 0" in note and "-b 10" in note and "no DSA" in note
     assert meta["eval_recipe"]["lr"] == pytest.approx(0.0038)
+
+
+def test_cli_counts_only_the_users_keys(tmp_path):
+    """tools/train.py's default recipe (12 epochs, lr 0.05, ...) is not the user's choice: the export's recipe wins;
+    --set and --config keys are the user's and stay."""
+    from vsd.cli import resolve_config
+    from vsd.data.distilled import explicit_keys
+
+    _export(tmp_path)
+    default = "zoo/baseline/digits_convnet.yaml"
+    cfg = resolve_config(None, ["data.name=distilled", f"data.root={tmp_path}", "train.batch_size=5"], None, default)
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.opt, cfg.model.kwargs) == (300, 0.0038, "momentum",
+                                                                                {"net_width": 32})
+    assert cfg.train.batch_size == 5 and cfg.data.train_transform == "dsa"
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("train: {epochs: 3}\nmodel: {kwargs: {net_width: 8}}\n")
+    assert set(explicit_keys(mine, ["seed=1"])) == {"train.epochs", "model.kwargs.net_width", "seed"}
+    cfg = resolve_config(str(mine), ["data.name=distilled", f"data.root={tmp_path}"], None, default)
+    assert cfg.train.epochs == 3 and cfg.model.kwargs == {"net_width": 8} and cfg.train.lr == 0.0038

@@ -14,9 +14,10 @@ the source's random crop with padding (and flip when the source allows flips), `
 (its AutoAugment needs uint8 pixels); a callable receives the float image.
 
 Training on an export reproduces the accuracy it reports only with the protocol it was measured with (for MTT:
-the distillation model, the learned lr, ``eval_epochs``, DSA). :func:`apply_export_recipe` (called once when a
-training run is set up) fills every config value left at its default from the export's ``eval_recipe`` and says
-which values it took. Deliberate difference from the evaluation loop: DSA here draws its family per image (in the
+the distillation model, the learned lr, ``eval_epochs``, DSA). :func:`apply_export_recipe` (called once when
+``tools/train.py`` resolves its config) fills every config value the user did not choose from the export's ``eval_recipe`` and says
+which values it took; ``tools/train.py`` counts the keys of ``--config`` and ``--set`` as the user's (the default
+recipe's are not). Deliberate difference from the evaluation loop: DSA here draws its family per image (in the
 data set transform), the evaluation loop per batch; timm's optimizer exempts biases and norm weights from weight
 decay.
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torchvision.transforms import v2
@@ -161,9 +162,31 @@ def _set(cfg: Any, key: str, value: Any) -> Any:
     return dataclasses.replace(cfg, **{head: _set(getattr(cfg, head), rest, value)})
 
 
-def export_recipe_overrides(cfg: Any, recipe: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """``(take, kept)``: config key -> recipe value for every key still at its default, and config key -> the
-    config's own value where it differs from both the default and the recipe."""
+def _flat_keys(raw: Any, prefix: str = "") -> List[str]:
+    """Dotted leaf keys of a nested mapping (``{"train": {"lr": 1}}`` -> ``["train.lr"]``)."""
+    if not isinstance(raw, dict) or not raw:
+        return [prefix[:-1]] if prefix else []
+    return [k for key, value in raw.items() for k in _flat_keys(value, f"{prefix}{key}.")]
+
+
+def explicit_keys(config_file: Optional[Union[str, Path]], overrides: Sequence[str]) -> List[str]:
+    """The config keys a user chose: every key of their ``--config`` YAML and of their ``--set`` overrides."""
+    from vsd.config import _read_yaml, parse_override
+
+    raw = [_read_yaml(config_file)] if config_file is not None else []
+    return [k for r in raw + [parse_override(o) for o in overrides] for k in _flat_keys(r)]
+
+
+def _is_explicit(key: str, explicit: Sequence[str]) -> bool:
+    return any(e == key or e.startswith(key + ".") or key.startswith(e + ".") for e in explicit)
+
+
+def export_recipe_overrides(cfg: Any, recipe: Dict[str, Any], explicit: Optional[Sequence[str]] = None
+                            ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``(take, kept)``: config key -> recipe value for every key the user did not choose, and config key -> the
+    config's own value where the user chose one that differs from the recipe. ``explicit`` lists the keys the
+    user chose (:func:`explicit_keys`); ``None`` counts every value that differs from ``Config()``'s default as
+    chosen."""
     from vsd.config import Config
 
     default = Config()
@@ -175,7 +198,8 @@ def export_recipe_overrides(cfg: Any, recipe: Dict[str, Any]) -> Tuple[Dict[str,
     take, kept = {}, {}
     for key, value in wanted.items():
         current = _get(cfg, key)
-        if current == _get(default, key):
+        chosen = _is_explicit(key, explicit) if explicit is not None else current != _get(default, key)
+        if not chosen:
             if current != value:
                 take[key] = value
         elif current != value:
@@ -185,10 +209,12 @@ def export_recipe_overrides(cfg: Any, recipe: Dict[str, Any]) -> Tuple[Dict[str,
     return take, kept
 
 
-def apply_export_recipe(cfg: Any, say: Callable[[str], None] = print) -> Any:
-    """For ``data.name: distilled``: the config with every value left at its default replaced by the export's
-    evaluation recipe (see the module docstring); other configs are returned unchanged. ``say`` reports the values
-    taken and the config's own values that differ from the recipe."""
+def apply_export_recipe(cfg: Any, say: Callable[[str], None] = print,
+                        explicit: Optional[Sequence[str]] = None) -> Any:
+    """For ``data.name: distilled``: the config with every value the user did not choose (``explicit``, see
+    :func:`export_recipe_overrides`) replaced by the export's evaluation recipe (see the module docstring); other
+    configs are returned unchanged. ``say`` reports the values taken and the user's values that differ from the
+    recipe. ``tools/train.py`` calls it with the keys of ``--config`` and ``--set``."""
     if cfg.data.name != "distilled":
         return cfg
     from vsd.distill.export import META_FILE, evaluation_recipe
@@ -209,7 +235,7 @@ def apply_export_recipe(cfg: Any, say: Callable[[str], None] = print) -> Any:
             f"(its recipe: {recipe.get('loss')} on its targets, used by the distillation's transfer benchmark); "
             "training on its labels with the config as given")
         return cfg
-    take, kept = export_recipe_overrides(cfg, recipe)
+    take, kept = export_recipe_overrides(cfg, recipe, explicit)
     for key, value in take.items():
         cfg = _set(cfg, key, value)
     taken = ", ".join(f"{k}={v}" for k, v in take.items()) or "nothing (the config sets every value)"

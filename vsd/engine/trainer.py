@@ -83,9 +83,7 @@ class Trainer:
     """One training run of ``cfg`` (see module docstring)."""
 
     def __init__(self, cfg: Config, resume: Optional[str] = None) -> None:
-        from vsd.data.distilled import apply_export_recipe
-
-        self.cfg = cfg = apply_export_recipe(cfg)  # data.name=distilled: the export's evaluation recipe
+        self.cfg = cfg
         self.device = resolve_device(cfg.train.device)
         self.env: DistEnv = init_distributed(self.device.type)
         if self.env.enabled and self.device.type == "cuda":
