@@ -290,7 +290,7 @@ def imagefolder_note(meta: Dict[str, Any]) -> str:
         f"--sched step --decay-epochs {recipe['decay_milestones'][0]} --decay-rate {recipe['decay_rate']} "
         f"--warmup-epochs 0 --smoothing 0 -b {min(recipe['batch_size'], meta['num_images'])} --no-aug",
         "timm has no DSA (differentiable siamese augmentation): --no-aug trains without it. What that costs is "
-        "measured in zoo/mtt and zoo/krr_st RESULTS (digits ipc 1: see 'train on an export').",
+        "measured on digits in the README (section 4, train on an export).",
     ]
     return "\n".join(lines) + "\n"
 
