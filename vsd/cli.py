@@ -57,7 +57,10 @@ def resolve_config(config: Optional[str], overrides: Sequence[str], resume: Opti
         from vsd.engine.trainer import config_for_resume
 
         return config_for_resume(resume, overrides, config)
-    return load_config(config or default, overrides)
+    from vsd.data.distilled import apply_export_recipe, explicit_keys
+
+    cfg = load_config(config or default, overrides)
+    return apply_export_recipe(cfg, explicit=explicit_keys(config, overrides))  # data.name=distilled only
 
 
 def run_cli(config: Optional[str], overrides: Sequence[str], resume: Optional[str], default: Path,

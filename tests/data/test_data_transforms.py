@@ -62,3 +62,37 @@ def test_presets_pickle_for_dataloader_workers():
     for preset in PRESETS:
         restored = pickle.loads(pickle.dumps(create_dataset("synthetic", transform=preset)))
         assert restored[0][1] == 0
+
+
+def test_strong_preset_order_op_by_op_as_mdcs_loader():
+    """MDCS's official strong view: RandomCrop(32, pad 4) -> flip -> CIFAR10Policy -> ToTensor -> Cutout(1, 16)
+    -> Normalize."""
+    from torchvision.transforms import v2
+
+    from vsd.data.transforms import Cutout
+
+    info = DatasetInfo("toy", 10, 3, 32, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), tuple("abcdefghij"))
+    ops = build_transform("strong", info).transforms
+    kinds = [type(op) for op in ops]
+    assert kinds == [v2.RandomCrop, v2.RandomHorizontalFlip, v2.AutoAugment, v2.ToDtype, Cutout, v2.Normalize]
+    assert ops[0].padding == [4, 4, 4, 4] and ops[0].size == (32, 32)
+    assert ops[2].policy == v2.AutoAugmentPolicy.CIFAR10
+    assert ops[3].scale and ops[4].length == 16 and ops[4].n_holes == 1
+    assert list(ops[5].mean) == [0.5, 0.4, 0.3]
+
+
+def test_cutout_zeroes_the_clipped_square_around_the_drawn_centre():
+    from vsd.data.transforms import Cutout
+
+    image = torch.ones(2, 10, 12)
+    torch.manual_seed(3)
+    y, x = int(torch.randint(10, ())), int(torch.randint(12, ()))
+    torch.manual_seed(3)
+    out = Cutout(6)(image)
+    hand = torch.ones(10, 12)
+    hand[max(0, y - 3):min(10, y + 3), max(0, x - 3):min(12, x + 3)] = 0
+    assert torch.equal(out, hand.expand(2, -1, -1))
+    corner = Cutout(4)
+    torch.manual_seed(0)
+    holes = [(corner(torch.ones(1, 8, 8)) == 0).sum().item() for _ in range(50)]
+    assert max(holes) == 16 and min(holes) < 16  # full squares inside, clipped ones at the border

@@ -46,7 +46,9 @@ class TestDINOCrossEntropy:
 class TestDINOLoss:
     def test_one_view_equals_functional(self):
         s, t = torch.randn(4, 6), torch.randn(4, 6)
-        assert torch.allclose(DINOLoss(6)(s, t), dino_cross_entropy(s, t))
+        assert torch.allclose(DINOLoss(6, pairing="same")(s, t), dino_cross_entropy(s, t))
+        with pytest.raises(ValueError, match="no \\(teacher, student\\) view pair"):
+            DINOLoss(6)(s, t)  # DINO's 'opposite' pairing needs two global crops
 
     def test_two_views_pair_opposite_views(self):
         s, t = torch.randn(2, 3, 6), torch.randn(2, 3, 6)
@@ -54,11 +56,11 @@ class TestDINOLoss:
         assert torch.allclose(DINOLoss(6)(s, t), hand)
 
     def test_centering_ema(self):
-        loss = DINOLoss(3, center_momentum=0.9)
+        loss = DINOLoss(3, center_momentum=0.9, pairing="same")
         t = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
         loss(torch.zeros(2, 3), t)
         assert torch.allclose(loss.center, 0.1 * torch.tensor([2.0, 2.0, 2.0]))
-        no_center = DINOLoss(3)
+        no_center = DINOLoss(3, pairing="same")
         no_center(torch.zeros(2, 3), t)
         assert torch.all(no_center.center == 0)
         with pytest.raises(ValueError, match="center_momentum"):
@@ -84,3 +86,33 @@ class TestDINOHead:
     def test_no_hidden_layers(self):
         head = DINOHead(8, hidden_dims=[], bottleneck_dim=4, out_dim=3)
         assert head(torch.randn(2, 8)).shape == (2, 3)
+
+
+def _np_ce(s, t, s_temp, t_temp):
+    """Hand cross-entropy of one pair: mean_b -sum_k softmax(t/tt) log softmax(s/ts) (numpy, float64)."""
+    s, t = s.astype(np.float64) / s_temp, t.astype(np.float64) / t_temp
+    p = np.exp(t - t.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    logq = s - s.max(1, keepdims=True)
+    logq -= np.log(np.exp(logq).sum(1, keepdims=True))
+    return float(-(p * logq).sum(1).mean())
+
+
+class TestMultiCropPairing:
+    @pytest.mark.parametrize("pairing,pairs", [
+        ("opposite", [(0, 1), (0, 2), (0, 3), (1, 0), (1, 2), (1, 3)]),
+        ("same", [(0, 0), (1, 1)]),
+        ("all", [(i, j) for i in range(2) for j in range(4)]),
+    ])
+    def test_two_global_two_local_against_hand_computation(self, pairing, pairs):
+        g = torch.Generator().manual_seed(0)
+        s, t = torch.randn(4, 3, 5, generator=g), torch.randn(2, 3, 5, generator=g)
+        hand = np.mean([_np_ce(s[j].numpy(), t[i].numpy(), 0.1, 0.04) for i, j in pairs])
+        got = DINOLoss(5, s_temp=0.1, t_temp=0.04, pairing=pairing)(s, t)
+        assert got.item() == pytest.approx(hand, rel=1e-6)
+
+    def test_bad_view_counts_and_pairing(self):
+        with pytest.raises(ValueError, match="teacher views <= student views"):
+            DINOLoss(5)(torch.randn(1, 2, 5), torch.randn(2, 2, 5))
+        with pytest.raises(ValueError, match="pairing must be one of"):
+            DINOLoss(5, pairing="matching")

@@ -167,3 +167,42 @@ class TestTeacherCheckpoint:
     def test_missing_file(self, tmp_path):
         with pytest.raises(FileNotFoundError, match="does not exist"):
             load_teacher_weights(_vit(), tmp_path / "nope.safetensors")
+
+
+class TestDMAEHeadsAndDistance:
+    def test_l2_distance_against_hand_computation(self):
+        g = torch.Generator().manual_seed(1)
+        s, t = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, generator=g)
+        total = 0.0
+        for b in range(2):
+            for n in range(3):
+                total += ((_unit(t[b, n].numpy()) - _unit(s[b, n].numpy())) ** 2).sum()
+        assert dmae_feature_loss(s, t, "l2").item() == pytest.approx(total / 24, rel=1e-6)
+
+    def test_unknown_distance_and_head_refused(self):
+        with pytest.raises(ValueError, match="distance"):
+            dmae_feature_loss(torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), "cos")
+        with pytest.raises(ValueError, match="mlp-2layer"):
+            DMAEFeatureLoss(4, 6, head="mlp-3layer")
+
+    @pytest.mark.parametrize("head", ["mlp-1layer", "mlp-2layer"])
+    def test_mlp_heads_against_hand_computation(self, head):
+        torch.manual_seed(0)
+        crit = DMAEFeatureLoss(3, 5, head=head, distance="l2")
+        proj = crit.projections[0]
+        layers = [m for m in proj.modules() if isinstance(m, torch.nn.Linear)]
+        assert [(m.in_features, m.out_features) for m in layers] == \
+            ([(3, 5), (5, 5)] if head == "mlp-1layer" else [(3, 5), (5, 5), (5, 5), (5, 5)])
+        s, t = torch.randn(1, 2, 3), torch.randn(1, 2, 5)
+
+        def gelu(v):
+            return 0.5 * v * (1 + np.vectorize(__import__("math").erf)(v / np.sqrt(2)))
+
+        h = s[0].numpy().astype(np.float64)
+        for i, m in enumerate(layers):  # Linear -> GELU -> Linear per Mlp
+            h = h @ m.weight.detach().numpy().T + m.bias.detach().numpy()
+            if i % 2 == 0:
+                h = gelu(h)
+        hand = np.mean([((_unit(t[0, n].numpy()) - _unit(h[n])) ** 2).sum() / 5 for n in range(2)])
+        total, _ = crit([s], [t])
+        assert total.item() == pytest.approx(hand, rel=1e-5)

@@ -119,3 +119,48 @@ def test_encoder_weights_transfer_to_plain_vit():
 def test_registered_teacher_is_larger():
     small = timm.create_model("mae_vit_small_patch4_32", img_size=16, in_chans=1, depth=1)
     assert small.embed_dim == 384 and isinstance(small, MaskedAutoencoderViT)
+
+
+class TestOfficialInit:
+    def test_linear_layers_xavier_uniform_zero_bias(self):
+        mae = timm.create_model("mae_vit_tiny_patch4_32", img_size=16, in_chans=3, num_classes=10)
+        linears = [m for m in mae.modules() if isinstance(m, torch.nn.Linear)]
+        assert len(linears) > 10
+        for m in linears:
+            bound = math.sqrt(6.0 / (m.in_features + m.out_features))
+            w = m.weight.detach()
+            assert float(w.abs().max()) <= bound + 1e-6
+            # uniform(-a, a) has std a / sqrt(3); timm's trunc_normal(0.02) would be far below for these widths
+            assert float(w.std()) == pytest.approx(bound / math.sqrt(3.0), rel=0.15)
+            assert m.bias is None or torch.all(m.bias == 0)
+
+    def test_patch_embedding_like_a_linear_layer_and_tokens(self):
+        mae = timm.create_model("mae_vit_tiny_patch4_32", img_size=16, in_chans=3, num_classes=10)
+        w = mae.patch_embed.proj.weight.detach()
+        fan_in, fan_out = w[0].numel(), w.shape[0]  # 3*4*4 = 48 inputs, embed_dim outputs
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert float(w.abs().max()) <= bound + 1e-6
+        assert float(w.std()) == pytest.approx(bound / math.sqrt(3.0), rel=0.1)
+        for token in (mae.cls_token, mae.mask_token):
+            assert float(token.detach().std()) == pytest.approx(0.02, rel=0.35)  # timm's cls default: 1e-6
+        norms = [m for m in mae.modules() if isinstance(m, torch.nn.LayerNorm)]
+        assert all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in norms)
+
+
+class TestPatchifyWithoutModel:
+    def test_functions_match_hand_layout_and_invert(self):
+        from vsd.models.mae import patchify, unpatchify
+
+        img = torch.arange(2 * 2 * 4 * 6, dtype=torch.float32).reshape(2, 2, 4, 6)
+        patches = patchify(img, 2)
+        assert patches.shape == (2, 6, 8)
+        # patch (row 1, col 2) of image 1, pixel (r, c, ch) at index (r * 2 + c) * 2 + ch
+        for r in range(2):
+            for c in range(2):
+                for ch in range(2):
+                    assert patches[1, 1 * 3 + 2, (r * 2 + c) * 2 + ch] == img[1, ch, 2 + r, 4 + c]
+        assert torch.equal(unpatchify(patches, 2, 2, (2, 3)), img)
+        square = torch.randn(1, 3, 8, 8)
+        assert torch.equal(unpatchify(patchify(square, 4), 4, 3), square)
+        with pytest.raises(ValueError, match="multiples of the patch size"):
+            patchify(torch.randn(1, 3, 7, 8), 2)

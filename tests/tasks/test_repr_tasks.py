@@ -205,7 +205,8 @@ class TestRandomTeacherInit:
 
     def test_auto_resolution_and_unknown_mode(self):
         assert resolve_init("auto", nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))) == "copy"
-        assert resolve_init("auto", nn.Sequential(nn.Conv2d(1, 2, 3), nn.InstanceNorm2d(2, affine=True))) == "perturbed"
+        with pytest.raises(ConfigError, match="net_norm=batchnorm"):
+            resolve_init("auto", nn.Sequential(nn.Conv2d(1, 2, 3), nn.InstanceNorm2d(2, affine=True)))
         with pytest.raises(ValueError, match="copy, perturbed, interpolated"):
             resolve_init("clone", nn.Linear(1, 1))
 
@@ -227,13 +228,14 @@ def _student_grad_norm(task, x):
 
 
 class TestRandomTeacherTask:
-    def test_exact_copy_with_instance_norm_never_trains_but_auto_does(self):
+    def test_exact_copy_with_instance_norm_never_trains_perturbed_does_auto_refuses(self):
         x = torch.randn(6, 1, 8, 8)
         copy_task = create_task(convnet(), rt_cfg("method.student_init=copy"), CTX)
         zero = _student_grad_norm(copy_task, x)  # float32 round-off only
-        auto_task = create_task(convnet(), rt_cfg(), CTX)
-        assert auto_task.init_mode == "perturbed"
-        assert _student_grad_norm(auto_task, x) > 1000 * zero
+        perturbed = create_task(convnet(), rt_cfg("method.student_init=perturbed"), CTX)
+        assert _student_grad_norm(perturbed, x) > 1000 * zero
+        with pytest.raises(ConfigError, match="BatchNorm backbone"):
+            create_task(convnet(), rt_cfg(), CTX)
 
     def test_batchnorm_copy_trains(self):
         task = create_task(convnet("batchnorm"), rt_cfg(), CTX)
@@ -242,17 +244,17 @@ class TestRandomTeacherTask:
 
     def test_teacher_frozen_eval_and_state_roundtrip(self, tmp_path):
         model = convnet()
-        task = create_task(model, rt_cfg(), CTX)
+        task = create_task(model, rt_cfg("method.student_init=perturbed"), CTX)
         assert task.train_views == ["eval"] and task.get_eval_model() is model
         step(task, [torch.randn(4, 1, 8, 8)])
         assert not task.teacher.training and all(p.grad is None for p in task.teacher.parameters())
         save_checkpoint(tmp_path / "c.safetensors", {"task": task.get_task_state()})
-        other = create_task(convnet(), rt_cfg("seed=9"), CTX)
+        other = create_task(convnet(), rt_cfg("seed=9", "method.student_init=perturbed"), CTX)
         other.load_task_state(load_checkpoint(tmp_path / "c.safetensors")["task"])
         assert torch.equal(_flat(other.teacher), _flat(task.teacher))
 
     def test_evaluate_reports_student_and_teacher(self):
-        task = create_task(convnet(), rt_cfg("method.probe_k=3"), CTX)
+        task = create_task(convnet("batchnorm"), rt_cfg("method.probe_k=3"), CTX)
         row = task.evaluate(loaders(), 0)
         assert set(row) == {"probe_student_linear", "probe_student_knn", "probe_teacher_linear",
                             "probe_teacher_knn"}

@@ -10,6 +10,13 @@ cross-entropy scaled by :math:`0.5 + 0.05 e` in epochs :math:`e = 0..9` ("loss s
     \lambda \cdot \mathrm{mean}_i \big(\lVert \partial \textstyle\sum_k f_k(x_i) / \partial x_i \rVert_2 - 1\big)^2
     \quad(\lambda = 2).
 
+As in AST's ``buffer.py`` the x``lr_decay`` drop builds a new SGD optimizer at the lower lr, so the momentum buffer
+starts from zero again (an in-place lr change would keep the momentum accumulated at the higher lr).
+
+AST's weight perturbation of the matching start point (``distill.py`` ``weightPerturb``, used by
+:mod:`vsd.distill.mtt` when ``distill.weight_perturb`` > 0) is :func:`perturb_weights`: per convolution weight
+``W`` (each 4-d parameter on its own), ``W + alpha * W * D / ||D||_F`` with ``D ~ N(0, I)`` of ``W``'s shape.
+
 Deliberate differences from the official code: the gradient-penalty norm is taken per sample over all pixels and
 channels (the official code takes it over the channel axis only, per pixel); the penalty uses the un-augmented
 batch like the official code. Each expert has its own seed (``seed * 100003 + index``), so an interrupted buffer
@@ -28,9 +35,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +95,29 @@ def loss_scale(epoch: int, enabled: bool) -> float:
     return LOSS_SCALES[epoch] if enabled and epoch < len(LOSS_SCALES) else 1.0
 
 
+def conv_slices(shapes: Sequence[Sequence[int]]) -> List[slice]:
+    """The flat-vector ranges of the 4-d (convolution) weights, given every parameter's shape in flat order."""
+    out, start = [], 0
+    for shape in shapes:
+        n = int(math.prod(shape))
+        if len(shape) == 4:
+            out.append(slice(start, start + n))
+        start += n
+    return out
+
+
+def perturb_weights(w0: torch.Tensor, layers: Sequence[slice], alpha: float,
+                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """AST's weight perturbation, normalised per layer: for each range ``l`` of ``layers`` (one convolution
+    weight), ``w_l + alpha * w_l * d_l / ||d_l||`` with ``d_l ~ N(0, I)``; other entries unchanged."""
+    out = w0.clone()
+    for layer in layers:
+        w = w0[layer]
+        d = torch.randn(w.numel(), generator=generator).to(w)
+        out[layer] = w + alpha * w * d / d.norm()
+    return out
+
+
 def gradient_penalty(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``mean_i (||d sum_k f_k(x_i) / d x_i||_2 - 1)^2`` with a graph (so it can be minimised)."""
     x = x.detach().requires_grad_(True)
@@ -120,9 +151,9 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, s
             loss.backward()
             opt.step()
         snapshots.append(fm.flatten_module().float().cpu())
-        if epoch == spec.epochs // 2 + 1 and spec.lr_decay != 1.0:
-            for group in opt.param_groups:
-                group["lr"] *= spec.lr_decay
+        if epoch == spec.epochs // 2 + 1 and spec.lr_decay != 1.0:  # AST: a new optimizer, momentum reset
+            opt = torch.optim.SGD(model.parameters(), lr=opt.param_groups[0]["lr"] * spec.lr_decay,
+                                  momentum=spec.momentum, weight_decay=spec.weight_decay)
     return torch.stack(snapshots)
 
 

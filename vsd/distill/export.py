@@ -4,7 +4,8 @@
 with ``mean``/``std`` and, when ``zca`` is true, ZCA-whitened), ``labels`` ([N] int64 class indices or [N, K]
 soft targets), optionally ``targets`` (e.g. KRR-ST representations) and any extra tensors (e.g. ZCA matrices).
 ``distilled.json`` describes it (format version, method, source data set, class names, ipc, image size,
-normalization, ZCA flag, learned syn_lr, the resolved config, the vsd version) and records the SHA-256 of the
+normalization, ZCA flag, learned syn_lr, the resolved config, the vsd version, and ``eval_recipe``: the protocol
+the export's reported accuracy was measured with, see :func:`evaluation_recipe`) and records the SHA-256 of the
 tensor file, which :func:`load_distilled` verifies. Writes are atomic.
 
 Example:
@@ -70,6 +71,56 @@ def _check_inputs(images: torch.Tensor, labels: torch.Tensor, meta: Dict[str, An
             raise ValueError(f"meta[{key!r}] must have one value per channel ({chans}), got {meta[key]}")
 
 
+def _dsa_strategy(distill: Dict[str, Any], dataset: str) -> Optional[str]:
+    """The DSA strategy the distillation evaluated with (``auto``: drop ``flip`` where flips change the class)."""
+    from vsd.distill.augment import DEFAULT_STRATEGY
+
+    if not distill.get("dsa", True):
+        return None
+    strategy = distill.get("dsa_strategy", "auto")
+    if strategy == "auto":
+        try:
+            from vsd.data.registry import dataset_info
+
+            hflip = dataset_info(dataset).hflip
+        except (ValueError, TypeError, KeyError):
+            hflip = True
+        strategy = DEFAULT_STRATEGY if hflip else DEFAULT_STRATEGY.replace("_flip", "")
+    return strategy
+
+
+def evaluation_recipe(meta: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The training protocol behind the accuracy an export reports, from its meta (``None`` when unknown).
+
+    Trajectory matching (``vsd.distill.evaluate.train_network``, MTT's ``evaluate_synset``): the distillation
+    model (``model``, ``model_kwargs``), SGD with momentum 0.9 (``opt: momentum``, no Nesterov) at the learned
+    ``syn_lr``, weight decay 5e-4, ``distill.eval_epochs`` epochs of batches ``distill.eval_batch_size``, the lr
+    x0.1 at half of the epochs, DSA with the distillation's strategy (``augmentation: dsa``, ``dsa_strategy``).
+    KRR-ST: the transfer pre-training (MSE on ``targets``; ``use: pretraining``).
+    """
+    config = meta.get("config") or {}
+    distill = config.get("distill") or {}
+    model = config.get("model") or {}
+    if meta.get("method") == "krr_st":
+        transfer = distill.get("transfer") or {}
+        return {"use": "pretraining", "loss": "mse", "model": transfer.get("model") or model.get("name"),
+                "model_kwargs": transfer.get("model_kwargs") if transfer.get("model") else model.get("kwargs", {}),
+                "opt": "momentum", "momentum": 0.9, "lr": transfer.get("pretrain_lr", 0.1),
+                "weight_decay": transfer.get("pretrain_weight_decay", 1e-3),
+                "epochs": transfer.get("pretrain_epochs", 1000), "batch_size": transfer.get("pretrain_batch_size", 256),
+                "decay_milestones": [transfer.get("pretrain_epochs", 1000) // 2], "decay_rate": 0.1,
+                "augmentation": "none"}
+    if meta.get("method") != "mtt" or not distill or meta.get("syn_lr") is None:
+        return None
+    epochs = int(distill.get("eval_epochs", 1000))
+    strategy = _dsa_strategy(distill, meta["dataset"])
+    return {"use": "training", "loss": "ce", "model": model.get("name"), "model_kwargs": model.get("kwargs", {}),
+            "opt": "momentum", "momentum": 0.9, "lr": float(meta["syn_lr"]), "weight_decay": 5e-4,
+            "epochs": epochs, "batch_size": int(distill.get("eval_batch_size", 256)),
+            "sched": "multistep", "decay_milestones": [epochs // 2], "decay_rate": 0.1,
+            "augmentation": "dsa" if strategy else "none", "dsa_strategy": strategy}
+
+
 def save_distilled(out_dir: Union[str, Path], images: torch.Tensor, labels: torch.Tensor, meta: Dict[str, Any],
                    targets: Optional[torch.Tensor] = None,
                    extra_tensors: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, Any]:
@@ -103,6 +154,8 @@ def save_distilled(out_dir: Union[str, Path], images: torch.Tensor, labels: torc
         "tensor_file": TENSOR_FILE,
         "sha256": hashlib.sha256(payload).hexdigest(),
     }
+    if "eval_recipe" not in full_meta:
+        full_meta["eval_recipe"] = evaluation_recipe(full_meta)
     out = Path(out_dir)
     atomic_write_bytes(out / TENSOR_FILE, payload)
     atomic_write_json(out / META_FILE, full_meta)
@@ -211,10 +264,45 @@ def sanitized_names(classes: Sequence[str]) -> List[str]:
     return out
 
 
+def imagefolder_note(meta: Dict[str, Any]) -> str:
+    """What timm's ``train.py`` needs to train on the ImageFolder tree close to the export's reported accuracy
+    (written as ``README.txt`` beside the class folders)."""
+    recipe = meta.get("eval_recipe") or evaluation_recipe(meta)
+    lines = [f"Distilled with {meta.get('method')} from {meta.get('dataset')} ({meta.get('ipc')} images per class).",
+             "PNG pixels in [0, 1]; normalise with the export's mean/std: "
+             f"--mean {' '.join(f'{v:.4f}' for v in meta['mean'])} --std {' '.join(f'{v:.4f}' for v in meta['std'])}"]
+    if meta.get("zca"):
+        lines.append("This export is ZCA-whitened: the PNGs are the un-whitened pixels, so a network trained on them "
+                     "does not see what the reported accuracy was measured on; use the safetensors export instead.")
+    if not recipe or recipe.get("use") != "training":
+        lines.append("No training recipe recorded for this export.")
+        return "\n".join(lines) + "\n"
+    c, h, w = meta["in_chans"], *meta["image_size"]
+    lines += [
+        "The reported accuracy was measured with (distilled.json eval_recipe): "
+        f"model {recipe['model']} {recipe['model_kwargs']}, SGD momentum {recipe['momentum']} lr {recipe['lr']:.6g}, "
+        f"weight decay {recipe['weight_decay']}, {recipe['epochs']} epochs, batch {recipe['batch_size']}, lr x"
+        f"{recipe['decay_rate']} at epoch {recipe['decay_milestones'][0]}, augmentation "
+        f"{recipe['augmentation']} {recipe.get('dsa_strategy') or ''}.",
+        "timm train.py arguments that follow it (vsd models after `import vsd`):",
+        f"  --model {recipe['model']} --input-size {c} {h} {w} --opt momentum --momentum {recipe['momentum']} "
+        f"--lr {recipe['lr']:.6g} --weight-decay {recipe['weight_decay']} --epochs {recipe['epochs']} "
+        f"--sched step --decay-epochs {recipe['decay_milestones'][0]} --decay-rate {recipe['decay_rate']} "
+        f"--warmup-epochs 0 --smoothing 0 -b {min(recipe['batch_size'], meta['num_images'])} --no-aug",
+        "timm has no DSA (differentiable siamese augmentation): --no-aug trains without it. What that costs is "
+        "measured on digits in the README (section 4, train on an export).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def export_imagefolder(out_dir: Union[str, Path], pixels: torch.Tensor, labels: torch.Tensor,
-                       classes: Sequence[str]) -> Path:
+                       classes: Sequence[str], meta: Optional[Dict[str, Any]] = None) -> Path:
     """Write ``out_dir/<class>/<index>.png`` for each image (soft labels: arg-max class), readable by
-    ``torchvision.datasets.ImageFolder`` and timm's training scripts; return ``out_dir``."""
+    ``torchvision.datasets.ImageFolder`` and timm's training scripts, and ``out_dir/README.txt`` saying how to train
+    on it with timm (:func:`imagefolder_note`; ``meta`` defaults to the ``distilled.json`` in ``out_dir``'s
+    parent, i.e. the export the tree belongs to); return ``out_dir``."""
+    from vsd.engine.io import atomic_write_text
+
     out = Path(out_dir)
     hard = _hard_labels(labels)
     names = sanitized_names(classes)
@@ -222,4 +310,8 @@ def export_imagefolder(out_dir: Union[str, Path], pixels: torch.Tensor, labels: 
         (out / name).mkdir(parents=True, exist_ok=True)
     for i, (image, label) in enumerate(zip(pixels, hard.tolist())):
         _write_png(out / names[label] / f"{i:05d}.png", image)
+    if meta is None and (out.parent / META_FILE).is_file():
+        meta = json.loads((out.parent / META_FILE).read_text(encoding="utf-8"))
+    if meta is not None:
+        atomic_write_text(out / "README.txt", imagefolder_note(meta))
     return out

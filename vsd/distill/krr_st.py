@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 
 from vsd.config import Config, DistillConfig, config_to_dict
+from vsd.distill.augment import DEFAULT_STRATEGY, DSA
 from vsd.distill.barlow import load_encoder_weights, ssl_augmentation, train_barlow_twins
 from vsd.distill.export import load_distilled, save_class_grids, save_distilled, to_display
 from vsd.distill.krr import krr_st_outer_loss
@@ -118,6 +119,25 @@ class KRRSTConfig(DistillConfig):
 def _flip(option: Optional[bool], info: Any) -> bool:
     """An explicit flip option, or the data set's default."""
     return bool(getattr(info, "hflip", True)) if option is None else option
+
+
+def check_prerequisites(cfg: Config) -> None:
+    """Refuse, before any compute, a config whose referenced files are missing: ``distill.target.checkpoint`` and,
+    when the ``tm`` transfer option is on, the trajectory-matching export ``distill.transfer.tm_export``."""
+    d: KRRSTConfig = cfg.distill
+    if d.target.checkpoint is not None and not Path(d.target.checkpoint).is_file():
+        raise ValueError(f"distill.target.checkpoint {d.target.checkpoint!r} does not exist; give the path of a "
+                         "checkpoint of the target model, or null to train the Barlow Twins target model here")
+    t = d.transfer
+    if t.enabled and "tm" in t.options and t.tm_export is not None:
+        from vsd.distill.export import DistilledFormatError, load_distilled
+
+        try:
+            load_distilled(t.tm_export)
+        except DistilledFormatError as err:
+            raise ValueError(f"distill.transfer.tm_export: {err}. Create it first (e.g. python tools/distill.py "
+                             "--config zoo/krr_st/digits_tm_source.yaml), or drop 'tm' from "
+                             "distill.transfer.options") from None
 
 
 def _load_split(cfg: Config, name: str, split: str) -> Tuple[torch.Tensor, torch.Tensor, Any]:
@@ -297,8 +317,8 @@ def _export(out_dir: Path, run: _Distillation, labels: torch.Tensor, info: Any, 
                      upscale=max(1, 64 // x.shape[-1]))
 
 
-def _transfer(cfg: Config, out_dir: Path, source: torch.Tensor, encoder: nn.Module, device: torch.device,
-              log: Callable[[str], None]) -> Dict[str, Any]:
+def _transfer(cfg: Config, out_dir: Path, source: torch.Tensor, source_labels: torch.Tensor, encoder: nn.Module,
+              device: torch.device, log: Callable[[str], None]) -> Dict[str, Any]:
     t: TransferConfig = cfg.distill.transfer
     dataset = t.dataset or cfg.data.name
     train_x, train_y, info = _load_split(cfg, dataset, "train")
@@ -311,10 +331,10 @@ def _transfer(cfg: Config, out_dir: Path, source: torch.Tensor, encoder: nn.Modu
     krr = load_krr_st_set(out_dir)
     n = krr.images.shape[0]
 
-    def random_subset(repeat: int) -> PretrainSet:
+    def random_subset(repeat: int) -> PretrainSet:  # official pretrain_dc: CE on the real labels, with DSA
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + repeat)
         pick = torch.randperm(source.shape[0], generator=gen)[:n]
-        return PretrainSet(source[pick], _encode(encoder, source[pick], device).cpu(), "mse")
+        return PretrainSet(source[pick], source_labels[pick].long(), "ce")
 
     makers: Dict[str, Callable[[int], PretrainSource]] = {}
     for option in t.options:
@@ -337,17 +357,20 @@ def _transfer(cfg: Config, out_dir: Path, source: torch.Tensor, encoder: nn.Modu
 
     model = t.model or cfg.model.name
     kwargs = t.model_kwargs if t.model else dict(cfg.model.kwargs)
+    ce_augment = DSA(DEFAULT_STRATEGY if _flip(None, info) else DEFAULT_STRATEGY.replace("_flip", ""))
     out: Dict[str, Any] = {}
     for shots in t.labels_per_class:
         def task(repeat: int, shots: int = shots) -> TargetTask:
             gen = torch.Generator().manual_seed(cfg.seed * 7919 + repeat)
             return make_target_task((train_x, train_y), (test_x, test_y), classes, shots, gen)
 
-        log(f"transfer with {shots} labelled images per target class")
-        per_protocol = run_transfer(makers, task, t, model, kwargs, cfg.seed, device=device, log=log)
+        log("transfer with " + (f"{shots} labelled images per target class" if shots else
+                                "the whole target training set"))
+        per_protocol = run_transfer(makers, task, t, model, kwargs, cfg.seed, device=device, log=log,
+                                    ce_augment=ce_augment)
         for protocol, per_option in per_protocol.items():
             for option, summary in per_option.items():
-                out[f"eval_{protocol}_{option}_{shots}shot"] = summary
+                out[f"eval_{protocol}_{option}_" + (f"{shots}shot" if shots else "full")] = summary
     return out
 
 
@@ -359,6 +382,7 @@ def distill_krr_st(cfg: Config, out_dir: Path) -> Dict[str, Any]:
     out_dir = Path(out_dir)
     start = time.time()
 
+    check_prerequisites(cfg)
     seed_everything(cfg.seed)
     device, env = run_device(cfg.train.device)
     amp = autocast_dtype(cfg.train.amp, device)
@@ -394,6 +418,6 @@ def distill_krr_st(cfg: Config, out_dir: Path) -> Dict[str, Any]:
         return results
     _export(out_dir, run, source_labels[run.init_idx], info, cfg, width)
     if d.transfer.enabled:
-        results.update(_transfer(cfg, out_dir, source, encoder, device, log))
+        results.update(_transfer(cfg, out_dir, source, source_labels, encoder, device, log))
     results["wall_s"] = round(time.time() - start, 2)
     return results

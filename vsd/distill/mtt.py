@@ -55,7 +55,7 @@ from vsd.config import Config, DistillConfig, config_to_dict
 from vsd.distill import init as syn_init
 from vsd.distill.augment import DEFAULT_STRATEGY, DSA
 from vsd.distill.evaluate import accuracy, evaluate_set, recalibrate_batchnorm, summarize
-from vsd.distill.experts import ExpertSpec, buffer_identity, build_buffer, load_buffer
+from vsd.distill.experts import ExpertSpec, buffer_identity, build_buffer, conv_slices, load_buffer, perturb_weights
 from vsd.distill.export import export_imagefolder, save_class_grids, save_distilled, to_display
 from vsd.distill.flat import FlatModel
 from vsd.distill.matching import (BACKENDS, Segment, batched_matching_grads, choose_backend, make_plan,
@@ -160,15 +160,6 @@ def balance_scale(start: int, max_start_epoch: int) -> float:
     if start >= half:
         return math.log(start - half + 8, 5)
     return 1.0 / math.log(half - start + 8, 5)
-
-
-def perturb(w0: torch.Tensor, conv_mask: torch.Tensor, alpha: float, generator: torch.Generator) -> torch.Tensor:
-    """AST's weight perturbation of the convolution weights: ``w + alpha * w * d / ||d||`` with ``d ~ N(0, I)``
-    drawn over all conv entries at once (the official code normalises per layer)."""
-    d = torch.randn(int(conv_mask.sum()), generator=generator).to(w0)
-    out = w0.clone()
-    out[conv_mask] = w0[conv_mask] + alpha * w0[conv_mask] * d / d.norm()
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ set-up
@@ -327,7 +318,7 @@ class Matcher:
         if d.soft_labels:
             self.label_logits = soft_init.detach().clone().to(device).requires_grad_(True)
             self.opt_labels = torch.optim.SGD([self.label_logits], lr=d.lr_labels, momentum=d.img_momentum)
-        self.conv_mask = fm.conv_mask().to(device)
+        self.conv_layers = conv_slices(fm.shapes)
         self.clamped = 0
         self.history: List[float] = []
 
@@ -406,7 +397,7 @@ class Matcher:
             start = int(torch.randint(d.max_start_epoch, (1,), generator=g))
             w0 = traj[start].to(self.images.device)
             if d.weight_perturb:
-                w0 = perturb(w0, self.conv_mask, d.weight_perturb, g)
+                w0 = perturb_weights(w0, self.conv_layers, d.weight_perturb, g)
             plan = make_plan(len(self.images), d.syn_steps, d.batch_syn, self.augment, self.images.shape[2],
                              self.images.shape[3], g)
             scale = balance_scale(start, d.max_start_epoch) if d.balance_loss else 1.0

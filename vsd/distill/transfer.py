@@ -4,18 +4,21 @@ target task (or fit a linear probe on the frozen backbone), report test top-1.
 Pre-training options compared in the same protocol (KRR-ST, Lee et al., ICLR 2024, section 4):
 
 * ``none``: fine-tune from a random initialisation;
-* ``random``: a random real subset of the source data of the same size, with the target model's
-  representations as regression targets (MSE);
+* ``random``: a random real subset of the source data of the same size with its real labels (cross-entropy
+  with DSA, the official ``pretrain_dc`` baseline);
 * ``tm``: a trajectory-matching distilled set with its labels (cross-entropy; soft labels allowed);
 * ``krr_st``: the KRR-ST synthetic images with their learned target representations (MSE);
 * ``target`` (a reference, not a distilled set): the target model itself, pre-trained on the whole source.
 
 Hyper-parameters follow the official code (db-Lee/selfsup_dd, ``test.py``): MSE pre-training with SGD
-(momentum 0.9) lr 0.1, wd 1e-3; CE pre-training lr 0.01, wd 5e-4; fine-tuning with SGD (momentum 0.9) lr 0.01,
-wd 5e-4, cosine decay, random crop (+ flip) augmentation. Pre-training reuses the distillation evaluation loop
+(momentum 0.9) lr 0.1, wd 1e-3, no augmentation; CE pre-training (``pretrain_dc``) lr 0.01, wd 5e-4, lr x0.1 at
+half of the epochs, DSA (``color_crop_cutout_flip_scale_rotate``; without ``flip`` where flips change the class);
+fine-tuning on the **whole** target training set by default (``labels_per_class: [0]``; a positive value keeps
+that many labelled images per class, the few-label variants) with SGD (momentum 0.9) lr 0.01, wd 5e-4, batch 256,
+cosine decay over 10,000 steps (the official budget for CIFAR-10/100 and Tiny-ImageNet targets; 5,000 for the
+others), random crop (+ flip) augmentation. Pre-training reuses the distillation evaluation loop
 (:func:`vsd.distill.evaluate.train_network`). Differences: the MSE pre-training also divides its lr by 10 at
-half of the epochs (official: constant), the CE pre-training runs without DSA augmentation, and every option
-uses the same number of pre-training epochs.
+half of the epochs (official: constant), and every option uses the same number of pre-training epochs.
 
 Example:
     >>> net = create_network("convnet_d1", {"net_width": 8}, num_classes=3, in_chans=1, image_size=8)
@@ -34,6 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vsd.distill.augment import DSA
 from vsd.distill.evaluate import accuracy, default_loss, summarize, train_network
 from vsd.distill.model_pool import head_keys, member_features
 from vsd.models import create_network
@@ -86,18 +90,18 @@ class TargetTask:
 def make_target_task(train: Tuple[torch.Tensor, torch.Tensor], test: Tuple[torch.Tensor, torch.Tensor],
                      classes: Sequence[int], labels_per_class: int, generator: torch.Generator) -> TargetTask:
     """Restrict ``train``/``test`` (images, labels) to ``classes`` (remapped to 0..C-1, in the given order) and
-    keep ``labels_per_class`` random training images per class (fewer when a class has fewer).
+    keep ``labels_per_class`` random training images per class (fewer when a class has fewer; 0 keeps them all).
 
     Raises ``ValueError`` when a class has no training or no test image, or ``classes`` is empty/duplicated."""
     classes = [int(c) for c in classes]
     if not classes or len(set(classes)) != len(classes):
         raise ValueError(f"target task classes must be a non-empty list of distinct labels, got {classes}")
-    if labels_per_class < 1:
-        raise ValueError(f"labels_per_class must be >= 1, got {labels_per_class}")
+    if labels_per_class < 0:
+        raise ValueError(f"labels_per_class must be >= 0 (0: every training image), got {labels_per_class}")
     picked_x, picked_y, test_x, test_y, missing_train, missing_test = [], [], [], [], [], []
     for new, c in enumerate(classes):
         pool = torch.nonzero(train[1] == c).flatten()
-        pool = pool[torch.randperm(len(pool), generator=generator)[:labels_per_class]]
+        pool = pool[torch.randperm(len(pool), generator=generator)[:labels_per_class or None]]
         if len(pool) == 0:
             missing_train.append(c)
         picked_x.append(train[0][pool])
@@ -124,7 +128,7 @@ def crop_flip(image_size: int, flip: bool) -> nn.Module:
     return nn.Sequential(*ops)
 
 
-def finetune_and_evaluate(model: nn.Module, task: TargetTask, *, steps: int = 5000, batch_size: int = 256,
+def finetune_and_evaluate(model: nn.Module, task: TargetTask, *, steps: int = 10000, batch_size: int = 256,
                           lr: float = 0.01, weight_decay: float = 5e-4, momentum: float = 0.9, flip: bool = True,
                           device: Union[str, torch.device] = "cpu") -> float:
     """Fine-tune all of ``model`` (its head must have ``task.num_classes`` outputs) on the task's labelled images
@@ -181,13 +185,14 @@ class PretrainSet:
 class TransferConfig:
     """Settings of the transfer benchmark run after distillation (``distill.transfer.*``): ``dataset`` null means
     ``data.name``; ``classes`` empty means all its classes; ``model`` null means ``model.name`` with
-    ``model.kwargs``; ``seeds`` = repeats per option (each a new labelled subset); ``tm_export`` = folder of a
+    ``model.kwargs``; ``seeds`` = repeats per option (each a new labelled subset); ``labels_per_class`` 0 = the whole
+    target training set (official), positive = that many labelled images per class; ``tm_export`` = folder of a
     trajectory-matching export for the ``tm`` option (skipped when null)."""
 
     enabled: bool = True
     dataset: Optional[str] = None
     classes: List[int] = field(default_factory=list)
-    labels_per_class: List[int] = field(default_factory=lambda: [10])  # one benchmark per entry
+    labels_per_class: List[int] = field(default_factory=lambda: [0])  # one benchmark per entry; 0 = all
     options: List[str] = field(default_factory=lambda: ["none", "random", "tm", "krr_st"])
     protocols: List[str] = field(default_factory=lambda: ["finetune"])  # and/or "linear" (frozen backbone)
     tm_export: Optional[str] = None
@@ -200,7 +205,7 @@ class TransferConfig:
     pretrain_weight_decay: float = 1e-3
     ce_lr: float = 0.01
     ce_weight_decay: float = 5e-4
-    finetune_steps: int = 5000
+    finetune_steps: int = 10000
     finetune_batch_size: int = 256
     finetune_lr: float = 0.01
     finetune_weight_decay: float = 5e-4
@@ -237,8 +242,8 @@ PretrainSource = Union[None, PretrainSet, nn.Module]
 
 def run_transfer(sets: Dict[str, Callable[[int], PretrainSource]], make_task: Callable[[int], TargetTask],
                  tcfg: TransferConfig, model_name: str, model_kwargs: Dict[str, Any], seed: int,
-                 device: Union[str, torch.device] = "cpu", log: Optional[Callable[[str], None]] = None
-                 ) -> Dict[str, Dict[str, Dict[str, Any]]]:
+                 device: Union[str, torch.device] = "cpu", log: Optional[Callable[[str], None]] = None,
+                 ce_augment: Optional[DSA] = None) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """Run every pre-training option of ``sets`` (name -> ``fn(repeat)`` returning ``None``: no pre-training, a
     :class:`PretrainSet` to pre-train a fresh network on, or an already pre-trained network of the transfer
     architecture, e.g. the target model as a reference) for ``tcfg.seeds`` repeats and every protocol of
@@ -246,7 +251,7 @@ def run_transfer(sets: Dict[str, Callable[[int], PretrainSource]], make_task: Ca
     measured before fine-tuning). Each repeat draws a fresh target task
     ``make_task(repeat)`` shared by all options and seeds torch identically for every option. Returns
     ``{protocol: {name: {"mean", "std", "accs"}}}`` (test top-1 in %, population std over repeats, as the
-    official code's ``np.std``)."""
+    official code's ``np.std``). ``ce_augment`` (DSA) augments the cross-entropy pre-training batches."""
     if tcfg.seeds < 1:
         raise ValueError(f"transfer.seeds must be >= 1, got {tcfg.seeds}")
     unknown = sorted(set(tcfg.protocols) - {"finetune", "linear"})
@@ -268,7 +273,8 @@ def run_transfer(sets: Dict[str, Callable[[int], PretrainSource]], make_task: Ca
                 train_network(pre, pset.images.to(device), pset.targets.to(device), epochs=tcfg.pretrain_epochs,
                               batch_size=tcfg.pretrain_batch_size, lr=tcfg.pretrain_lr if is_mse else tcfg.ce_lr,
                               weight_decay=tcfg.pretrain_weight_decay if is_mse else tcfg.ce_weight_decay,
-                              loss_fn=mse_loss_checked if is_mse else default_loss)
+                              loss_fn=mse_loss_checked if is_mse else default_loss,
+                              augment=None if is_mse else ce_augment)
                 net = transfer_backbone(pre, net)
             if "linear" in tcfg.protocols:  # before fine-tuning changes the backbone
                 scores["linear"][name].append(linear_probe_evaluate(net, task, device))

@@ -98,7 +98,8 @@ def mdcs_loss(weak_logits: Sequence[torch.Tensor], strong_logits: Sequence[torch
         strong_logits: per-expert logits [B, C] on the strong view of the same samples.
         target: class indices [B].
         class_counts: training samples per class (C values, all > 0).
-        epoch: 0-based training epoch (warm-up of the consistency term).
+        epoch: 0-based training epoch (warm-up of the consistency term); the official trainer counts from 1,
+            so its epoch e is epoch=e - 1 here.
         lambdas: prior exponent per expert (official: -0.5, 1, 2.5).
         kl_weight, warmup_epochs, temperature: 0.6, 20 and 1 in the official code.
 

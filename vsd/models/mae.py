@@ -13,7 +13,10 @@ plain classification forward (so an MAE checkpoint fine-tunes like any timm mode
 logits), and :meth:`MaskedAutoencoderViT.forward_mae` is the masked pre-training forward.
 
 As in the official code the encoder and decoder position embeddings are fixed 2-D sin-cos tables (frozen during
-pre-training); the encoder's table stays a ``pos_embed`` parameter, so fine-tuning may unfreeze it.
+pre-training); the encoder's table stays a ``pos_embed`` parameter, so fine-tuning may unfreeze it. The weights
+are initialised as in the official ``initialize_weights`` (xavier-uniform linear layers and patch projection,
+normal(0.02) tokens; see :meth:`MaskedAutoencoderViT._init_official`). :func:`patchify` / :func:`unpatchify`
+work on plain tensors, without a model.
 
 :func:`encode_visible` runs the patch embedding and the first blocks of *any* compatible timm ViT on a given
 subset of patch tokens; the DMAE teacher (:mod:`vsd.wrappers.truncated_teacher`) uses it so that student and
@@ -39,7 +42,8 @@ from torch import nn
 from vsd.models._helpers import cifar_cfg
 
 __all__ = ["MaskedAutoencoderViT", "Masking", "MAEOutput", "random_masking", "check_mask_ratio",
-           "encode_visible", "check_vit_compatible", "sincos_pos_embed_2d", "encoder_state_dict"]
+           "encode_visible", "check_vit_compatible", "sincos_pos_embed_2d", "encoder_state_dict", "patchify",
+           "unpatchify"]
 
 
 # --------------------------------------------------------------------------------------------- masking
@@ -158,6 +162,34 @@ def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int, cls_token: bool = Tr
     return table.float().unsqueeze(0)
 
 
+def patchify(imgs: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """[B, C, H, W] -> [B, L, p*p*C]: patches row-major, pixels inside a patch ordered (row, col, channel), as the
+    official MAE ``patchify``; usable without a model."""
+    p = patch_size
+    if imgs.dim() != 4 or imgs.shape[2] % p or imgs.shape[3] % p:
+        raise ValueError(f"images must be [B, C, H, W] with H and W multiples of the patch size {p}, "
+                         f"got {tuple(imgs.shape)}")
+    b, c, h, w = imgs.shape
+    x = imgs.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)
+    return x.reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, in_chans: int,
+               grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """Inverse of :func:`patchify`: [B, L, p*p*C] -> [B, C, gh*p, gw*p]; ``grid`` = (gh, gw), square by default."""
+    p, c = patch_size, in_chans
+    b, length, dim = patches.shape
+    if grid is None:
+        side = int(round(length ** 0.5))
+        grid = (side, side)
+    gh, gw = grid
+    if gh * gw != length or dim != p * p * c:
+        raise ValueError(f"patches must be [B, {gh * gw}, {p * p * c}] for a {gh}x{gw} grid of {p}x{p}x{c} "
+                         f"patches, got {tuple(patches.shape)}")
+    x = patches.reshape(b, gh, gw, p, p, c).permute(0, 5, 1, 3, 2, 4)
+    return x.reshape(b, c, gh * p, gw * p)
+
+
 @dataclass
 class MAEOutput:
     """What :meth:`MaskedAutoencoderViT.forward_mae` returns."""
@@ -202,37 +234,45 @@ class MaskedAutoencoderViT(VisionTransformer):
             for _ in range(decoder_depth)])
         self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(decoder_embed_dim, self.patch_size ** 2 * self.in_chans)
-        self._init_decoder()
+        self._init_official()
 
-    def _init_decoder(self) -> None:
-        nn.init.normal_(self.mask_token, std=0.02)
-        for module in [self.decoder_embed, self.decoder_pred, *self.decoder_blocks.modules()]:
+    def _init_official(self) -> None:
+        """The official MAE initialisation (``initialize_weights``): every ``nn.Linear`` (encoder, decoder, head)
+        xavier-uniform with zero bias, the patch-embedding convolution xavier-uniform on its flattened
+        ``[D, C*p*p]`` view (like a linear layer), LayerNorm weight 1 / bias 0, CLS and mask tokens normal(0.02);
+        the position embeddings stay the fixed sin-cos tables."""
+        for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        w = self.patch_embed.proj.weight
+        with torch.no_grad():
+            w.copy_(nn.init.xavier_uniform_(torch.empty(w.shape[0], w[0].numel())).view_as(w))
+        if self.patch_embed.proj.bias is not None:
+            nn.init.zeros_(self.patch_embed.proj.bias)
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
 
     def no_weight_decay(self) -> set:
         return super().no_weight_decay() | {"mask_token"}
 
     # ----------------------------------------------------------------------------------------- pixels
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
-        """[B, C, H, W] -> [B, L, p*p*C]; patches row-major, pixels inside a patch ordered (row, col, channel)."""
+        """[B, C, H, W] -> [B, L, p*p*C] (see the module-level :func:`patchify`), shape-checked for this model."""
         p = self.patch_size
         b, c, h, w = imgs.shape
         if c != self.in_chans or h % p or w % p or (h // p) * (w // p) != self.num_patches:
             raise ValueError(f"images must be [B, {self.in_chans}, H, W] with {self.num_patches} patches of "
                              f"{p}x{p}, got {tuple(imgs.shape)}")
-        x = imgs.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)
-        return x.reshape(b, (h // p) * (w // p), p * p * c)
+        return patchify(imgs, p)
 
     def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`patchify`."""
-        p, c = self.patch_size, self.in_chans
-        gh, gw = self.patch_embed.grid_size
-        b = patches.shape[0]
-        x = patches.reshape(b, gh, gw, p, p, c).permute(0, 5, 1, 3, 2, 4)
-        return x.reshape(b, c, gh * p, gw * p)
+        return unpatchify(patches, self.patch_size, self.in_chans, tuple(self.patch_embed.grid_size))
 
     # ----------------------------------------------------------------------------------------- forward
     def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:

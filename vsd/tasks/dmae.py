@@ -11,7 +11,8 @@ the local ``teacher_checkpoint`` and runs only up to its deepest aligned block
 Defaults follow the official ViT-B <- ViT-L recipe: student block 8 (of 12), teacher block at the same relative
 depth (``teacher_blocks: null`` maps block ``b`` of a depth-``d_s`` student to ``round((b+1) d_t / d_s) - 1``,
 i.e. 17 of 24), L1 on L2-normalized features, ``Linear`` projection, weight 1, mask ratio 0.75, raw-pixel
-targets (the official ``norm_pix_loss`` default is off).
+targets (the official ``norm_pix_loss`` default is off). The official code's other projection heads
+(``projection_head: mlp-1layer | mlp-2layer``) and its L2 distance (``distance: l2``) are selectable.
 Deliberate difference: the official code also runs the teacher's remaining blocks and its decoder every step
 (unused by the loss with its default ``original_img`` target); here they are skipped.
 """
@@ -45,6 +46,8 @@ class DMAEConfig(MAEConfig):
     student_blocks: List[int] = field(default_factory=lambda: [8])
     teacher_blocks: Optional[List[int]] = None
     projection: bool = True
+    projection_head: str = "fc-1layer"
+    distance: str = "l1"
     feature_weight: float = 1.0
 
 
@@ -80,7 +83,8 @@ class DMAETask(MAETask):
                              f"{cfg.student_blocks}")
         self.teacher = TruncatedTeacher(teacher, teacher_blocks)
         self.student_blocks = list(cfg.student_blocks)
-        criterion = DMAEFeatureLoss(self.mae.embed_dim, teacher.embed_dim, len(teacher_blocks), cfg.projection)
+        criterion = DMAEFeatureLoss(self.mae.embed_dim, teacher.embed_dim, len(teacher_blocks), cfg.projection,
+                                    cfg.projection_head, cfg.distance)
         self.trainable_module = _Student(self.mae, criterion)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Tensor]:  # type: ignore[override]

@@ -4,6 +4,13 @@ The model (a timm ResNet or vsd ``resnet*_cifar``) is turned into :class:`vsd.wr
 is both the trained module and the eval model (mean of the expert logits). The loader yields two views of
 each sample (``train_views = ["weak", "strong"]``); per-class counts come from the run's training set
 (``ctx.class_counts``). See :mod:`vsd.losses.mdcs` for the math.
+
+Epochs are 0-based here (``on_epoch_start(epoch)``, ``mdcs_loss(epoch=...)``) while the official trainer counts
+from 1: the consistency ramp ``min((epoch + 1) / warmup_epochs, 1)`` at vsd epoch ``e`` equals the official
+``min(e' / 20, 1)`` at its epoch ``e' = e + 1``.
+
+The strong view is the official loader's (:data:`vsd.data.transforms.PRESETS` ``"strong"``): random crop ->
+flip -> AutoAugment (CIFAR-10 policy) -> to float -> Cutout (1 hole, 16 px at 32 px) -> normalize.
 """
 from __future__ import annotations
 

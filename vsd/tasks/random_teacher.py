@@ -1,11 +1,32 @@
 """Distillation from a random teacher (``method.name: random_teacher``).
 
-Sarnthein et al., "Random Teachers are Good Teachers", ICML 2023, official code github.com/safelix/dinopl.
-The run's model, as created (randomly initialised), becomes the frozen teacher encoder in eval mode; the student
-encoder starts from it (``student_init``); both carry a :class:`~vsd.wrappers.dino_head.DINOHead` (the
-student's head starts from the teacher's by the same rule). The loss is DINO's cross-entropy
-(:class:`~vsd.losses.dino.DINOLoss`) between teacher and student prototype scores, with temperatures
-``t_temp = s_temp = 1``, no centering, one view and no augmentation (``views: [eval]``) by default.
+Sarnthein et al., "Random Teachers are Good Teachers", ICML 2023, official code github.com/safelix/dinopl
+(configs ``cifar10_distillation_v2.json`` / ``tinyimagenet_distillation.json``). The run's model, as created
+(randomly initialised), becomes the frozen teacher encoder in eval mode; the student encoder starts from it
+(``student_init``); both carry a :class:`~vsd.wrappers.dino_head.DINOHead` (the student's head starts from the
+teacher's by the same rule). The loss is DINO's cross-entropy (:class:`~vsd.losses.dino.DINOLoss`) between teacher
+and student prototype scores.
+
+Defaults = the paper's setting: an exact copy (``student_init: auto`` -> ``copy``) of a **BatchNorm** backbone,
+head hidden [2048, 2048] -> bottleneck 256 -> 65536 prototypes, ``t_temp = s_temp = 1``, no centering, pairing
+``same``, one view without augmentation (``views: [eval]``); dinopl's optimiser there is AdamW lr 1e-3 (the
+``train`` section is the user's; see ``zoo/random_teacher``).
+
+Why BatchNorm: with an exact copy the student's and teacher's scores are equal and the cross-entropy gradient
+``softmax(s) - softmax(t)`` is exactly zero. The official code escapes this only through BatchNorm (the student in
+train mode normalises with batch statistics, the teacher in eval mode with its initial running ones). A model
+without BatchNorm (e.g. vsd's default ConvNet, instance norm) is refused under ``student_init: auto`` with a
+message naming the fix (``model.kwargs.net_norm=batchnorm`` or a BatchNorm model); ``perturbed`` /
+``interpolated`` remain as explicit choices: measured on ``photos`` (zoo/random_teacher/RESULTS.md) an
+instance-norm student started at a perturbed copy trains but does not rise above its teacher.
+
+Multi-crop (DINO / dinopl ``mc_spec``): ``global_crops: 2`` replaces ``views`` by 2 global crops
+(``RandomResizedCrop(global_size, global_scale)``, + flip where the data set allows) and ``local_crops`` local ones
+(``local_size``, ``local_scale``); sizes default to the data set's image size (models that flatten their final
+map, like vsd's ConvNet, need equal sizes). The teacher sees only the global crops; ``loss_pairing`` selects the
+pairs (``opposite``: DINO, ``same``, ``all``; see :mod:`vsd.losses.dino`). With ``views`` the teacher sees every
+view.
+
 Every ``probe_every`` epochs the encoder embeddings (before the head) of the student AND the teacher are probed
 (linear + k-NN, :mod:`vsd.probe`): ``eval_probe_student_linear``, ``eval_probe_student_knn``,
 ``eval_probe_teacher_linear``, ``eval_probe_teacher_knn``.
@@ -17,16 +38,12 @@ such sub-modules, e.g. ViT tokens, keep ``p_r = p_t``):
 * ``copy``: ``p_s = p_t`` (distance 0);
 * ``perturbed``: ``p_s = p_t + eps * p_r`` (``||p_s - p_t|| = eps ||p_r||``; dinopl ``neighborhood``);
 * ``interpolated``: ``p_s = (1 - alpha) p_t + alpha p_r`` (``||p_s - p_t|| = alpha ||p_r - p_t||``);
-* ``auto`` (default): ``copy`` when the encoder has BatchNorm, else ``perturbed``.
-
-Why ``auto``: with an exact copy the student's and teacher's scores are equal and the cross-entropy gradient
-``softmax(s) - softmax(t)`` is exactly zero, so nothing ever trains. The official code escapes this only through
-BatchNorm (student in train mode uses batch statistics, the teacher in eval mode its running ones); with
-instance/group/layer norm or none, ``auto`` perturbs the copy by ``eps`` instead.
+* ``auto`` (default): ``copy`` when the encoder has BatchNorm, else refused (see above).
 
 Deliberate differences from dinopl: the re-initialisation for ``perturbed``/``interpolated`` uses PyTorch's
-per-layer defaults rather than dinopl's own initialisers; head defaults are dinopl's (hidden [2048, 2048],
-bottleneck 256, 65536 prototypes) but the prototypes are weight-normalized (see ``DINOHead``).
+per-layer defaults rather than dinopl's own initialisers; the prototypes are weight-normalized (see
+``DINOHead``); the multi-crop views carry no colour jitter / blur / solarisation (dinopl's random-teacher configs
+use none either).
 """
 from __future__ import annotations
 
@@ -37,8 +54,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from vsd.config import Config, MethodConfig
-from vsd.losses.dino import DINOLoss
+from vsd.config import Config, ConfigError, MethodConfig
+from vsd.data.transforms import ResizedCrop, TransformArg
+from vsd.losses.dino import PAIRINGS, DINOLoss
 from vsd.losses.nkd import at_least_float32
 from vsd.probe import embed, probe_model
 from vsd.tasks.base import TaskContext, VSDTask, classifier_parameters
@@ -64,7 +82,14 @@ class RandomTeacherConfig(MethodConfig):
     s_temp: float = 1.0
     t_temp: float = 1.0
     center_momentum: Optional[float] = None
+    loss_pairing: str = "same"
     views: List[str] = field(default_factory=lambda: ["eval"])
+    global_crops: int = 0
+    global_size: Optional[int] = None
+    global_scale: List[float] = field(default_factory=lambda: [0.4, 1.0])
+    local_crops: int = 0
+    local_size: Optional[int] = None
+    local_scale: List[float] = field(default_factory=lambda: [0.05, 0.4])
     probe_every: int = 1
     probe_k: int = 20
 
@@ -101,12 +126,36 @@ def has_batchnorm(module: nn.Module) -> bool:
 
 
 def resolve_init(mode: str, encoder: nn.Module) -> str:
-    """``auto`` -> ``copy`` with BatchNorm, else ``perturbed``; other modes pass through (validated)."""
+    """``auto`` -> ``copy`` with BatchNorm, refused without (:class:`ConfigError` naming the fix); other modes pass
+    through (validated)."""
     if mode not in INIT_MODES:
         raise ValueError(f"method.student_init {mode!r} is unknown; expected one of {', '.join(INIT_MODES)}")
-    if mode == "auto":
-        return "copy" if has_batchnorm(encoder) else "perturbed"
-    return mode
+    if mode != "auto":
+        return mode
+    if not has_batchnorm(encoder):
+        raise ConfigError(
+            "method random_teacher needs a BatchNorm backbone (the paper's setting): the model has no BatchNorm "
+            "layer, and an exact copy of a teacher without BatchNorm gets exactly zero gradient. Use "
+            "--set model.kwargs.net_norm=batchnorm (vsd ConvNets) or a BatchNorm model such as "
+            "model.name=resnet18_cifar; method.student_init=perturbed trains without BatchNorm but, measured on "
+            "photos, does not lift the student above its teacher")
+    return "copy"
+
+
+def crop_views(cfg: RandomTeacherConfig, image_size: int) -> Tuple[List[TransformArg], int]:
+    """``(views, teacher_views)``: the multi-crop views (2 global + N local) or ``cfg.views`` (teacher on all)."""
+    if cfg.global_crops == 0:
+        if not cfg.views:
+            raise ConfigError("method.views must name at least one view (transform preset), e.g. [eval]")
+        if cfg.local_crops:
+            raise ConfigError("method.local_crops needs method.global_crops >= 1 (the teacher sees global crops)")
+        return list(cfg.views), len(cfg.views)
+    if cfg.global_crops < 1 or cfg.local_crops < 0:
+        raise ConfigError(f"method.global_crops must be >= 0 and local_crops >= 0, got {cfg.global_crops} and "
+                          f"{cfg.local_crops}")
+    glob = ResizedCrop(cfg.global_size or image_size, tuple(cfg.global_scale))
+    local = ResizedCrop(cfg.local_size or image_size, tuple(cfg.local_scale))
+    return [glob] * cfg.global_crops + [local] * cfg.local_crops, cfg.global_crops
 
 
 def random_like(module: nn.Module, seed: int) -> nn.Module:
@@ -144,10 +193,10 @@ class RandomTeacherTask(VSDTask):
 
     def __init__(self, model: nn.Module, cfg: RandomTeacherConfig, ctx: TaskContext, seed: int) -> None:
         super().__init__(device=ctx.device, verbose=False)
-        if not cfg.views:
-            raise ValueError("method.views must name at least one view (transform preset), e.g. [eval]")
+        if cfg.loss_pairing not in PAIRINGS:
+            raise ConfigError(f"method.loss_pairing must be one of {', '.join(PAIRINGS)}, got {cfg.loss_pairing!r}")
         self.cfg, self.epochs = cfg, ctx.epochs
-        self.train_views = list(cfg.views)
+        self.train_views, self.teacher_views = crop_views(cfg, ctx.image_size)
         self.init_mode = resolve_init(cfg.student_init, model)
         with torch.no_grad():
             was = model.training
@@ -163,13 +212,13 @@ class RandomTeacherTask(VSDTask):
                 p_m.copy_(p_s)
         self.trainable_module = DINONet(model, student.head)
         self.teacher = FrozenTeacher(teacher)
-        self.criterion = DINOLoss(cfg.out_dim, cfg.s_temp, cfg.t_temp, cfg.center_momentum)
+        self.criterion = DINOLoss(cfg.out_dim, cfg.s_temp, cfg.t_temp, cfg.center_momentum, cfg.loss_pairing)
         self._teacher_probe: Optional[Dict[str, float]] = None
 
     def forward(self, input: Any, target: torch.Tensor) -> Dict[str, torch.Tensor]:  # type: ignore[override]
         views = input if isinstance(input, (list, tuple)) else [input]
         student = torch.stack([self.trainable_module(v) for v in views])
-        teacher = torch.stack([self.teacher(v) for v in views])
+        teacher = torch.stack([self.teacher(v) for v in views[:self.teacher_views]])
         loss = self.criterion(*at_least_float32(student, teacher))  # softmax cross-entropy in float32
         return {"loss": loss, "output": student[0]}
 
