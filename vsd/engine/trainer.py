@@ -21,6 +21,7 @@ from timm.utils.model import unwrap_model
 from tqdm import tqdm
 
 from vsd.config import Config, config_from_dict, config_to_dict, save_config
+from vsd.data.train_split import TRAIN_SPLIT_OPTIONS
 from vsd.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from vsd.engine.distributed import DistEnv, barrier, init_distributed, resolve_device, shutdown
 from vsd.engine.io import atomic_write_json
@@ -296,6 +297,7 @@ class Trainer:
             "dataset": self.cfg.data.name, "params": self.params, "wall_s": wall_s, "seed": self.cfg.seed,
             "world_size": self.env.world_size,
         })
+        results.update({k: self.cfg.data.kwargs[k] for k in TRAIN_SPLIT_OPTIONS if k in self.cfg.data.kwargs})
         return results
 
     def close(self) -> None:
