@@ -64,6 +64,8 @@ def test_samples_per_class_keeps_a_fixed_subset_then_noise_applies_to_it():
     assert sum(noisy.noisy) == 14 and noisy.clean_targets == ds.targets
     assert len(create_dataset("photos", "test", samples_per_class=7)) == 1000
     assert dataset_info("photos", samples_per_class=7, label_noise=0.2) == dataset_info("photos")
+    profile = [50, 30, 20, 10, 5, 4, 3, 2, 1, 600]  # more than the class has: all 500 kept
+    assert create_dataset("photos", "train", samples_per_class=profile).class_counts == profile[:9] + [500]
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -72,6 +74,7 @@ def test_samples_per_class_keeps_a_fixed_subset_then_noise_applies_to_it():
     ({"label_noise": {"rate": 0.2, "noise": 1}}, "unknown key"),
     ({"label_noise": {"rate": 0.2, "kind": "asymmetric", "mapping": [0, 1]}}, "must list 10 class indices"),
     ({"samples_per_class": 0}, "positive integer"),
+    ({"samples_per_class": [5, 5]}, "list of 10 positive"),
 ])
 def test_bad_options_name_the_problem(kwargs, match):
     with pytest.raises(ValueError, match=match):

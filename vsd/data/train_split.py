@@ -1,7 +1,8 @@
 """Options that change the train split only: a low-data subset and label noise (``data.kwargs`` keys).
 
 ``samples_per_class: k`` keeps at most ``k`` train samples of each class: a seeded random choice (fixed seed 0,
-so every run seed sees the same subset), kept in the original order.
+so every run seed sees the same subset), kept in the original order. A list ``[k_0, ..., k_{K-1}]`` gives each
+class its own count, e.g. ``vsd.data.longtail.longtail_counts(500, 10, 10)`` for a long-tailed profile.
 
 ``label_noise`` corrupts train labels, the test split stays clean (the usual noisy-label protocol, e.g.
 Co-teaching, Han et al. 2018; PS-KD/SLA evaluate on clean test labels):
@@ -109,21 +110,30 @@ def apply_label_noise(dataset: ImageDataset, spec: Union[float, dict, None]) -> 
     return dataset
 
 
-def keep_per_class(dataset: ImageDataset, samples_per_class: Optional[int]) -> ImageDataset:
-    """Keep at most ``samples_per_class`` samples of each class (seeded choice, original order), in place."""
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def keep_per_class(dataset: ImageDataset, samples_per_class: Union[int, Sequence[int], None]) -> ImageDataset:
+    """Keep at most ``samples_per_class`` (one count, or one per class) samples of each class (seeded choice,
+    original order), in place."""
     if samples_per_class is None:
         return dataset
-    if isinstance(samples_per_class, bool) or not isinstance(samples_per_class, int) or samples_per_class < 1:
-        raise ValueError(f"samples_per_class must be a positive integer, got {samples_per_class!r}")
+    num_classes = dataset.info.num_classes
+    counts = [samples_per_class] * num_classes if _is_count(samples_per_class) else samples_per_class
+    if (isinstance(counts, (str, bytes)) or not isinstance(counts, Sequence) or len(counts) != num_classes
+            or not all(_is_count(k) for k in counts)):
+        raise ValueError(f"samples_per_class must be a positive integer or a list of {num_classes} positive "
+                         f"integers, got {samples_per_class!r}")
     if not isinstance(dataset, TensorImageDataset):
         raise ValueError(f"samples_per_class needs an in-memory data set; {dataset.info.name!r} is read from "
                          f"files (subset its folders instead)")
     gen = torch.Generator().manual_seed(_SUBSET_SEED)
     labels = torch.tensor(dataset.targets, dtype=torch.long)
     kept: list[int] = []
-    for c in range(dataset.info.num_classes):
+    for c in range(num_classes):
         members = torch.nonzero(labels == c).flatten()
-        kept += members[torch.randperm(len(members), generator=gen)[:samples_per_class]].tolist()
+        kept += members[torch.randperm(len(members), generator=gen)[:counts[c]]].tolist()
     dataset.keep(sorted(kept))
     return dataset
 
