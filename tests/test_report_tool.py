@@ -41,7 +41,8 @@ def groups(tmp_path):
     return tmp_path
 
 
-def test_group_tables_equal_hand_computed_mean_and_sample_std(groups):
+def test_group_tables_equal_hand_computed_mean_and_sample_std(groups, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # tables only: fast
     tool = _tool()
     path = tool.write_report(tool.load_entries([f"CE={groups / 'ce'}", f"KD={groups / 'kd'}"], group=True),
                              groups / "rep", "t")
@@ -53,6 +54,13 @@ def test_group_tables_equal_hand_computed_mean_and_sample_std(groups):
     assert "| KD | 1 | 91.00 | 5.00 |" in text
     assert "| **mean ± std** |  | 89.00 ± 4.00 | 12.00 ± 2.00 |" in text
     assert '{"label_noise": {"rate": 0.4}}' in text
+
+
+@pytest.mark.slow
+def test_figures_written(groups):
+    tool = _tool()
+    text = tool.write_report(tool.load_entries([f"CE={groups / 'ce'}", f"KD={groups / 'kd'}"], group=True),
+                             groups / "rep", "t").read_text()
     for name in ("curves.png", "probes.png"):
         assert (groups / "rep" / name).stat().st_size > 1000, name
         assert f"({name})" in text
@@ -70,6 +78,13 @@ def test_without_matplotlib_tables_only_with_one_notice(groups, monkeypatch, cap
     assert len(notice) == 1
 
 
+def test_group_from_a_glob(groups, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    tool = _tool()
+    entries = tool.load_entries([f"G={groups / 'ce' / 'seed[01]'}"], group=True)
+    assert entries[0].label == "G" and [r.path.name for r in entries[0].runs] == ["seed0", "seed1"]
+
+
 def test_bad_folder_is_one_error_line(tmp_path):
     with pytest.raises(SystemExit, match="error: .* holds no finished runs"):
         _tool().load_entries([str(tmp_path)], group=True)
@@ -82,8 +97,8 @@ def test_distillation_series_and_grid(tmp_path):
 
     run = tmp_path / "mtt"
     run.mkdir()
-    (run / "results.json").write_text(json.dumps({"method": "mtt", "eval_distilled": {"mean": 90.0, "accs": [90.0]},
-                                                  "syn_lr": 0.01}))
+    (run / "results.json").write_text(json.dumps({"method": "mtt", "syn_lr": 0.01,
+                                                  "eval_distilled": {"mean": 90.0, "accs": [88.0, 92.0]}}))
     (run / "distilled.safetensors").write_bytes(b"")
     save_checkpoint(run / "checkpoint.safetensors", {"kind": "x", "extra": {"history": [3.0, 2.0, 1.5],
                                                                              "clamped": 0}})
@@ -93,6 +108,7 @@ def test_distillation_series_and_grid(tmp_path):
     assert tool.distill_series(tool.load_run(run)) == {"matching loss": [3.0, 2.0, 1.5]}
     text = tool.write_report(tool.load_entries([str(run)], group=False), tmp_path / "rep", "t").read_text()
     assert "| mtt | 1 | 90.00 |" in text
+    assert "| mtt | distilled | 90.00 ± 2.00 | 2 | 90.0 |" in text  # population std of 88, 92
     assert (tmp_path / "rep" / "distill.png").is_file() and (tmp_path / "rep" / "grid_mtt.png").is_file()
 
 

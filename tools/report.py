@@ -5,7 +5,8 @@
     python tools/report.py --group CE=runs/zoo/ce PSKD=runs/zoo/pskd       # each folder holds seed*/ runs
 
 With ``--group`` an argument is a folder of runs (the ``seed<k>/`` folders that ``tools/seeds.py`` writes: every
-sub-folder holding a ``results.json``); ``LABEL=FOLDER`` names it in tables and legends. The report has:
+sub-folder holding a ``results.json``) or a quoted glob of run folders (``"MDCS=runs/lt/mdcs_s*"``);
+``LABEL=FOLDER`` names it in tables and legends. The report has:
 
 * final metrics, mean ± sample std over a group's runs (the statistic of ``tools/seeds.py``), per-seed values,
   and the best epoch's top-1 (a gap between best and final top-1 is over-fitting, e.g. to noisy labels);
@@ -16,6 +17,8 @@ sub-folder holding a ``results.json``); ``LABEL=FOLDER`` names it in tables and 
 * per-class and many/medium/few top-1 when the training class counts are imbalanced (many > 100 training
   images, medium 20-100, few < 20: the LDAM/MDCS convention);
 * student vs teacher probe curves (``summary.csv`` columns with ``probe`` in their name);
+* for metrics stored as ``{"mean", "accs"}`` (several evaluation networks or transfer repeats per run: MTT,
+  KRR-ST), a second table pooled over every network of every run (mean ± population std, as the papers report);
 * for distillation runs, every per-iteration series in ``checkpoint.safetensors`` (``history`` = matching loss)
   and the distilled-image grid ``grid_all.png``.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import math
 import shutil
@@ -96,10 +100,16 @@ def load_entries(args: list[str], group: bool) -> list[Entry]:
     for arg in args:
         label, _, folder = arg.rpartition("=") if "=" in arg else ("", "", arg)
         path = Path(folder)
+        if group and glob.has_magic(folder):  # LABEL=runs/x/mdcs_s*: the matching run folders
+            members = sorted(Path(p) for p in glob.glob(folder) if (Path(p) / "results.json").is_file())
+            if not members:
+                raise SystemExit(f"error: no finished runs (folders with results.json) match {folder!r}")
+            entries.append(Entry(label or path.parent.name, [load_run(p) for p in members]))
+            continue
         if not path.is_dir():
             raise SystemExit(f"error: {folder!r} is not a folder; expected a run folder (or, with --group, a "
-                             "folder of seed runs)")
-        if group:
+                             "folder of seed runs or a glob of run folders)")
+        if group and not (path / "results.json").is_file():  # a run folder itself is a group of one
             members = sorted(p for p in path.iterdir() if (p / "results.json").is_file())
             if not members:
                 raise SystemExit(f"error: {folder!r} holds no finished runs (sub-folders with results.json); "
@@ -241,6 +251,25 @@ def metrics_table(entries: list[Entry]) -> list[str]:
         cells += [fmt([reliability(r.eval["conf"], r.eval["pred"] == r.eval["labels"])[3]
                        for r in e.runs if r.eval])] if with_ece else []
         lines.append(_row(cells))
+    return lines
+
+
+def pooled_table(entries: list[Entry]) -> list[str]:
+    """Metrics with per-network values (``accs``), pooled over every network of every run of an entry."""
+    keys = sorted({k for e in entries for r in e.runs for k, v in r.results.items()
+                   if k.startswith("eval_") and isinstance(v, dict) and isinstance(v.get("accs"), list)})
+    if not keys:
+        return []
+    lines = [_row(["run", "metric", "pooled mean ± std (population)", "networks", "per-run means"]),
+             _row(["---"] * 5)]
+    for e in entries:
+        for k in keys:
+            present = [r.results[k] for r in e.runs if isinstance(r.results.get(k), dict)]
+            pooled = [float(a) for p in present for a in p.get("accs", [])]
+            if pooled:
+                lines.append(_row([e.label, k.removeprefix("eval_"),
+                                   f"{statistics.fmean(pooled):.2f} ± {statistics.pstdev(pooled):.2f}",
+                                   str(len(pooled)), ", ".join(f"{scalar(p):.1f}" for p in present)]))
     return lines
 
 
@@ -444,6 +473,9 @@ def write_report(entries: list[Entry], out: Path, title: str, evaluate: bool = T
     md = [f"# {title}", "", "Written by `python tools/report.py " + " ".join(sys.argv[1:]) + "`.", "",
           "## Settings", "", *settings_table(entries), "",
           "## Final metrics (mean ± sample std over runs; % for top-1 and ECE)", "", *metrics_table(entries), ""]
+    pooled = pooled_table(entries)
+    if pooled:
+        md += ["## Pooled over evaluation networks / transfer repeats", "", *pooled, ""]
     if plt is None:
         md += ["*Figures skipped: matplotlib is not installed (`pip install 'vsd[plots]'`).*", ""]
         print("report: matplotlib is not installed, figures skipped (pip install 'vsd[plots]')")
