@@ -32,6 +32,7 @@ import csv
 import glob
 import json
 import math
+import shlex
 import shutil
 import statistics
 import sys
@@ -459,8 +460,9 @@ def _pyplot() -> Any:
     return plt
 
 
-def write_report(entries: list[Entry], out: Path, title: str, evaluate: bool = True) -> Path:
-    """Write ``out/report.md`` (and the figures when matplotlib is importable); return its path."""
+def write_report(entries: list[Entry], out: Path, title: str, evaluate: bool = True, command: str = "") -> Path:
+    """Write ``out/report.md`` (and the figures when matplotlib is importable); return its path. ``command``
+    (how the report was made) is quoted at the top."""
     out.mkdir(parents=True, exist_ok=True)
     plt = _pyplot()
     if evaluate:
@@ -470,7 +472,7 @@ def write_report(entries: list[Entry], out: Path, title: str, evaluate: bool = T
                     evaluate_run(r)
                 except Exception as err:  # a report must still come out: say which run could not be rebuilt
                     e.notes.append(f"{r.path}: model not re-evaluated ({type(err).__name__}: {err})")
-    md = [f"# {title}", "", "Written by `python tools/report.py " + " ".join(sys.argv[1:]) + "`.", "",
+    md = [f"# {title}", "", *([f"Written by `{command}`.", ""] if command else []),
           "## Settings", "", *settings_table(entries), "",
           "## Final metrics (mean ± sample std over runs; % for top-1 and ECE)", "", *metrics_table(entries), ""]
     pooled = pooled_table(entries)
@@ -528,7 +530,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     entries = load_entries(args.runs, args.group)
     out = Path(args.out) if args.out else entries[0].runs[0].path.parent / "report" if args.group \
         else entries[0].runs[0].path / "report"
-    path = write_report(entries, out, args.title, evaluate=not args.no_eval)
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python tools/report.py " + " ".join(shlex.quote(a) for a in given)
+    path = write_report(entries, out, args.title, evaluate=not args.no_eval, command=command)
     print(f"report: {path}")
     return 0
 
