@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,photos]'
+	$(PY) -m pip install --quiet -e '.[dev,photos,plots]'
 	touch $(STAMP)
 
 venv: $(STAMP)

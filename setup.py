@@ -30,6 +30,7 @@ setup(
     extras_require={
         "dev": ["pytest>=7.0"],
         "photos": ["scikit-image>=0.21"],
+        "plots": ["matplotlib>=3.5"],
     },
     include_package_data=True,
 )

@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 
 from vsd.data._tensor_dataset import ImageDataset, TensorImageDataset
 from vsd.data.info import DatasetInfo
+from vsd.data.train_split import TRAIN_SPLIT_OPTIONS, apply_train_options
 from vsd.data.transforms import TransformArg
 
 __all__ = ["ClassSubset", "create_dataset", "dataset_info", "list_datasets", "register_dataset", "restrict_classes"]
@@ -166,7 +167,8 @@ def create_dataset(name: str, split: str = "train", root: Union[str, Path, None]
         download: fetch missing files where the data set supports it (CIFAR).
         **kwargs: data-set options (e.g. ``imbalance_factor`` for the ``*_lt`` sets). Every data set also takes
             ``classes``: a list of class indices; only their samples are kept, relabelled ``0 .. K-1`` in the
-            given order (``info.num_classes``, ``info.classes`` and ``class_counts`` follow).
+            given order (``info.num_classes``, ``info.classes`` and ``class_counts`` follow);
+            ``samples_per_class`` and ``label_noise`` (train split only, see :mod:`vsd.data.train_split`).
 
     Raises:
         ValueError: unknown name or split, a bad ``classes`` entry. TypeError: an option the data set does not
@@ -179,12 +181,14 @@ def create_dataset(name: str, split: str = "train", root: Union[str, Path, None]
     """
     cls = _lookup(name)
     classes = kwargs.pop("classes", None)
+    train_options = {k: kwargs.pop(k) for k in TRAIN_SPLIT_OPTIONS if k in kwargs}
     _check_options(name, cls, kwargs)
     cls.check_split(split)  # before any data is loaded
     if classes is not None:  # check before loading
         _check_classes(name, cls.describe(root=root, image_size=image_size, **kwargs), classes)
     dataset = cls(split, root, transform=transform, image_size=image_size, download=download, **kwargs)
-    return dataset if classes is None else restrict_classes(dataset, classes)
+    dataset = dataset if classes is None else restrict_classes(dataset, classes)
+    return apply_train_options(dataset, split, train_options)
 
 
 def dataset_info(name: str, image_size: Optional[int] = None, *, root: Union[str, Path, None] = None,
@@ -200,6 +204,8 @@ def dataset_info(name: str, image_size: Optional[int] = None, *, root: Union[str
     """
     cls = _lookup(name)
     classes = kwargs.pop("classes", None)
+    for key in TRAIN_SPLIT_OPTIONS:  # they change the train samples, not the info
+        kwargs.pop(key, None)
     _check_options(name, cls, kwargs)
     info = cls.describe(root=root, image_size=image_size, **kwargs)
     return info if classes is None else _subset_info(info, _check_classes(name, info, classes))

@@ -20,6 +20,7 @@ from timm.utils.model import unwrap_model
 from tqdm import tqdm
 
 from vsd.config import Config, config_to_dict
+from vsd.data.train_split import TRAIN_SPLIT_OPTIONS
 from vsd.engine.amp import autocast, autocast_dtype
 from vsd.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from vsd.engine.distributed import (DistEnv, barrier, broadcast_module, init_distributed, resolve_device, shutdown,
@@ -323,6 +324,7 @@ class Trainer:
             "dataset": self.cfg.data.name, "params": self.params, "wall_s": wall_s, "seed": self.cfg.seed,
             "world_size": self.env.world_size,
         })
+        results.update({k: self.cfg.data.kwargs[k] for k in TRAIN_SPLIT_OPTIONS if k in self.cfg.data.kwargs})
         return results
 
     def close(self) -> None:
