@@ -91,9 +91,9 @@ METHOD_CASES: List[MethodCase] = [
     MethodCase("mae", ["method.name=mae"] + TINY_MAE),
     MethodCase("dmae", ["method.name=dmae"] + TINY_MAE, prepare=_dmae_teacher),
     MethodCase("further_pretrain_sd", ["method.name=further_pretrain_sd", "method.switch_epoch=1"] + TINY_MAE),
-    MethodCase("random_teacher", TINY_CONVNET + ["method.name=random_teacher", "method.hidden_dims=[16]",
-                                                 "method.bottleneck_dim=8", "method.out_dim=32",
-                                                 "method.probe_k=3"]),
+    MethodCase("random_teacher", ["model.name=convnet_d1", "model.kwargs={net_width: 8, net_norm: batchnorm}",
+                                  "method.name=random_teacher", "method.hidden_dims=[16]", "method.bottleneck_dim=8",
+                                  "method.out_dim=32", "method.probe_k=3"]),
 ]
 
 
