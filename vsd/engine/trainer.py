@@ -21,7 +21,7 @@ from timm.utils.model import unwrap_model
 from tqdm import tqdm
 
 from vsd.config import Config, config_from_dict, config_to_dict, save_config
-from vsd.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from vsd.engine.checkpoint import load_checkpoint, save_checkpoint
 from vsd.engine.distributed import DistEnv, barrier, init_distributed, resolve_device, shutdown
 from vsd.engine.io import atomic_write_json
 from vsd.engine.loaders import (Loaders, RunData, build_eval_data, build_train_set, drop_last, eval_loader,
@@ -29,7 +29,7 @@ from vsd.engine.loaders import (Loaders, RunData, build_eval_data, build_train_s
 from vsd.engine.metrics import ClassificationMeter
 from vsd.engine.rng import capture_rng_state, restore_rng_state, seed_everything
 from vsd.engine.summary import write_summary
-from vsd.models import create_network
+from vsd.models import build_model
 from vsd.tasks import TaskContext, create_task
 
 CHECKPOINT_NAME = "checkpoint-last.safetensors"
@@ -46,37 +46,6 @@ class RunInterrupted(RuntimeError):
 
 class OutputExists(FileExistsError):
     """The output folder already holds another run."""
-
-
-def build_model(cfg: Config, info: Any) -> torch.nn.Module:
-    """Create ``cfg.model.name`` sized for the data set; load ``cfg.model.checkpoint`` weights if given."""
-    model = create_network(cfg.model.name, cfg.model.kwargs, info.num_classes, info.in_chans, info.image_size)
-    if cfg.model.checkpoint:
-        load_pretrained(model, cfg.model.checkpoint)
-    return model
-
-
-def load_pretrained(model: torch.nn.Module, path: str) -> None:
-    """Load weights from a vsd checkpoint or safetensors file, skipping a classifier whose shape differs
-    (fine-tuning on another label set). Any other missing or mismatched key is an error listing the keys."""
-    state = load_model_weights(path)
-    own = model.state_dict()
-    head = {k for k in own if k.startswith(_classifier_prefixes(model))}
-    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape and k not in head]
-    missing = [k for k in own if k not in state and k not in head]
-    if mismatched or missing:
-        raise ValueError(
-            f"checkpoint {path!r} does not fit model {type(model).__name__}: "
-            f"shape mismatch {mismatched[:10]}, missing {missing[:10]}"
-        )
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(usable, strict=False)
-
-
-def _classifier_prefixes(model: torch.nn.Module) -> tuple:
-    name = getattr(model, "pretrained_cfg", {}).get("classifier", "head") or "head"
-    names = name if isinstance(name, (list, tuple)) else [name]
-    return tuple(f"{n}." for n in names)
 
 
 class Trainer:
