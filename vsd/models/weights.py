@@ -69,11 +69,10 @@ def _clean(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 
 
 def _is_torch_file(path: Path) -> bool:
-    """``torch.save`` output: a zip archive (since torch 1.6) or a legacy pickle stream."""
-    if zipfile.is_zipfile(path):
-        return True
+    """``torch.save`` output (by its first bytes): a zip archive (since torch 1.6) or a legacy pickle stream."""
     with open(path, "rb") as handle:
-        return handle.read(1) == b"\x80"  # pickle protocol marker
+        head = handle.read(4)
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"  # zip local header / pickle protocol marker
 
 
 def _torch_load(path: Path) -> Any:
@@ -105,7 +104,7 @@ def _pick(obj: Any, path: Path, ema: bool) -> Mapping[str, torch.Tensor]:
         return obj
     entries = sorted(k for k, v in obj.items() if _is_state_dict(v)) if isinstance(obj, Mapping) else []
     want = "EMA weights ('state_dict_ema' or 'model_ema')" if ema else \
-        "a state dict of tensors (at the top level or under 'state_dict' or 'model')"
+        "state dict of tensors (at the top level or under 'state_dict' or 'model')"
     found = f"weight entries found: {entries}" if entries else f"top-level {type(obj).__name__}" + (
         f" with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, Mapping) else "")
     raise ValueError(f"checkpoint {str(path)!r} holds no {want}; {found}")

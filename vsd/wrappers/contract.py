@@ -7,8 +7,7 @@ timm's scripts and utilities read, besides ``forward``: ``pretrained_cfg`` / ``d
 mixes in :class:`TimmContract` passes all of them on to the model it wraps (the submodule named by
 ``wrapped_attr``), with parameter names prefixed by that attribute (``model.`` / ``student.``) so
 ``no_weight_decay`` and ``group_matcher`` name the wrapper's own parameters. Parameters the wrapper adds (a weak
-head, a joint head) join the wrapped model's classifier in the last layer group, as timm's unmatched head
-parameters do.
+head, a joint head) join the wrapped model's top layer group (its classifier's).
 
 Example:
     >>> import timm
@@ -20,53 +19,13 @@ Example:
 """
 from __future__ import annotations
 
-import re
-from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Set
 
+from timm.models import group_parameters
 from timm.optim._param_groups import auto_group_layers
 from torch import nn
 
-__all__ = ["TimmContract", "prefixed_group_matcher"]
-
-_UNMATCHED = (float("inf"),)  # timm's ordinal for parameters no pattern matches (the head)
-Matcher = Union[Dict[str, Any], Callable[[str], Any]]
-
-
-def _compile(matcher: Dict[str, Any]) -> list:
-    """timm's dict matcher as ``[(regex, group ordinal, suffix)]``, in timm's order (``group_with_matcher``)."""
-    compiled = []
-    for ordinal, spec in enumerate(matcher.values()):
-        if spec is None:
-            continue
-        if isinstance(spec, (tuple, list)):
-            compiled += [(re.compile(pattern), ordinal, suffix) for pattern, suffix in spec]
-        else:
-            compiled.append((re.compile(spec), ordinal, None))
-    return compiled
-
-
-def prefixed_group_matcher(matcher: Matcher, prefix: str) -> Callable[[str], Tuple[float, ...]]:
-    """A callable matcher for names ``prefix + inner_name`` giving the ordinal timm gives ``inner_name`` under
-    ``matcher``; names without the prefix (the wrapper's own heads) and unmatched names go to the last group."""
-    compiled = _compile(matcher) if isinstance(matcher, dict) else None
-
-    def ordinal(name: str) -> Tuple[float, ...]:
-        if not name.startswith(prefix):
-            return _UNMATCHED
-        inner = name[len(prefix):]
-        if compiled is None:
-            found = matcher(inner)  # type: ignore[operator]
-            return tuple(found) if isinstance(found, (tuple, list)) else (found,)
-        for pattern, group, suffix in compiled:
-            match = pattern.match(inner)
-            if match:
-                parts = [group, *(g for g in match.groups() if g is not None)]
-                if suffix is not None:
-                    parts.append(suffix)
-                return tuple(float(p) for p in parts)
-        return _UNMATCHED
-
-    return ordinal
+__all__ = ["TimmContract"]
 
 
 class TimmContract:
@@ -122,12 +81,18 @@ class TimmContract:
         inner = getattr(self.wrapped, "no_weight_decay", None)
         return {f"{self.wrapped_attr}.{name}" for name in (inner() if inner is not None else ())}
 
-    def group_matcher(self, coarse: bool = False) -> Callable[[str], Tuple[float, ...]]:
-        """Layer groups of the wrapped model (stem, blocks, head) under the wrapper's names; see
-        :func:`prefixed_group_matcher`."""
-        inner: Optional[Callable[..., Matcher]] = getattr(self.wrapped, "group_matcher", None)
-        if inner is None:  # what timm does for a model without one: group by parameter order
-            layers = auto_group_layers(self.wrapped)
-            return prefixed_group_matcher(lambda name: layers.get(name, _UNMATCHED[0]), f"{self.wrapped_attr}.")
-        return prefixed_group_matcher(inner(coarse=coarse), f"{self.wrapped_attr}.")
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], int]:
+        """Layer groups of the wrapped model under the wrapper's names: each wrapped parameter keeps the group id
+        timm gives it unwrapped (its ``group_matcher``, else ``auto_group_layers``); the wrapper's own parameters
+        (new heads, a frozen teacher) join the top group, the classifier's."""
+        inner = self.wrapped
+        matcher = getattr(inner, "group_matcher", None)
+        layers = (group_parameters(inner, matcher(coarse=coarse), reverse=True) if matcher is not None
+                  else auto_group_layers(inner))
+        top = max(layers.values(), default=0)
+        prefix = f"{self.wrapped_attr}."
 
+        def layer_id(name: str) -> int:
+            return layers.get(name[len(prefix):], top) if name.startswith(prefix) else top
+
+        return layer_id
