@@ -68,10 +68,6 @@ def _x(size, n=4):
     return torch.randn(n, 3, size, size)
 
 
-def _logits(out):
-    return out if isinstance(out, torch.Tensor) else out[0]
-
-
 def _loss(out):
     """A loss touching every output of the train-mode forward (so every trained parameter gets a gradient)."""
     if isinstance(out, torch.Tensor):

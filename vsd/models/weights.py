@@ -68,11 +68,9 @@ def _clean(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return out
 
 
-def _is_torch_file(path: Path) -> bool:
-    """``torch.save`` output (by its first bytes): a zip archive (since torch 1.6) or a legacy pickle stream."""
+def _magic(path: Path) -> bytes:
     with open(path, "rb") as handle:
-        head = handle.read(4)
-    return head == b"PK\x03\x04" or head[:1] == b"\x80"  # zip local header / pickle protocol marker
+        return handle.read(4)
 
 
 def _torch_load(path: Path) -> Any:
@@ -140,11 +138,14 @@ def read_state_dict(path: PathLike, ema: bool = False) -> Dict[str, torch.Tensor
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    if _is_torch_file(path):
+    magic = _magic(path)
+    if magic == b"PK\x03\x04":  # torch.save's zip archive (torch >= 1.6)
         return _clean(_pick(_torch_load(path), path, ema))
     try:
         return _clean(_read_safetensors(path, ema))
     except SafetensorError:
+        if magic[:2] == b"\x80\x02":  # a legacy torch.save pickle stream (protocol 2)
+            return _clean(_pick(_torch_load(path), path, ema))
         raise ValueError(f"checkpoint {str(path)!r} is neither a safetensors file (vsd checkpoint or weights) nor "
                          f"a PyTorch file written by torch.save (e.g. timm's model_best.pth.tar)") from None
 

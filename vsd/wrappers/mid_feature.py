@@ -12,7 +12,8 @@ In train mode :class:`MidFeatureWrapper` returns :class:`MidFeatureOutput` ``(lo
 plain logits, so timm's validation works unchanged. Both pass timm's model contract on to the wrapped model
 (:class:`vsd.wrappers.contract.TimmContract`).
 
-The weak head lives in the wrapper (the official code keeps it in the loss module): so an optimizer, DDP, an EMA
+``state_dict`` keys of :class:`MidFeatureWrapper`: ``model.*``. The weak head lives in the wrapper (the official
+code keeps it in the loss module): so an optimizer, DDP, an EMA
 copy and a checkpoint built on the model all include it. ``state_dict`` keys of :class:`USKDWrapper`:
 ``model.*`` (the classifier; ``unwrap_model(wrapper).model`` is the plain classifier) and ``weak_head.weight``,
 ``weak_head.bias``.
