@@ -103,7 +103,7 @@ def probe(args: argparse.Namespace) -> int:
     from vsd.engine.io import atomic_write_json
     from vsd.engine.loaders import build_eval_data, eval_loader
     from vsd.engine.preflight import check_inputs
-    from vsd.engine.trainer import build_model
+    from vsd.models import build_model
     from vsd.probe import list_layers, probe_model
 
     if not (args.run or args.config):

@@ -180,7 +180,7 @@ def evaluate_run(run: Run) -> None:
     from vsd.config import load_config
     from vsd.data import dataset_to_tensors
     from vsd.engine.loaders import build_eval_data
-    from vsd.engine.trainer import build_model
+    from vsd.models import build_model
     from vsd.tasks import TaskContext, create_task
 
     cfg = load_config(run.path / "config.yaml")

@@ -15,6 +15,7 @@ eval.ece_bins. Exit status: 0 done, 2 bad input (one ``error:`` line; nothing ou
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +37,8 @@ def main(argv=None) -> int:
 
     def job(cfg):
         results = train(cfg, resume=args.resume)
+        if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+            return results
         if "eval_top1" in results:
             print(f"final top-1: {results['eval_top1']:.2f}%  ({cfg.output}/results.json)")
         else:

@@ -74,6 +74,7 @@ class ModelConfig:
     name: str = "convnet_d3"
     kwargs: Dict[str, Any] = field(default_factory=dict)
     checkpoint: Optional[str] = None
+    checkpoint_ema: bool = False  # read the EMA weights of model.checkpoint (timm: state_dict_ema)
 
 
 AMP_CHOICES = ("none", "bf16", "fp16")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from vsd.losses import USKDLoss, uskd_loss
 from vsd.losses.uskd import uskd_terms, zipf_soft_labels
-from vsd.wrappers import MidFeatureWrapper
+from vsd.wrappers import USKDWrapper
 
 
 def _softmax(xs):
@@ -130,18 +130,19 @@ def test_errors_are_readable():
         uskd_loss(z, torch.randn(2, 3), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\)"):
         uskd_loss(z, z, torch.tensor([0, -1]))
-    loss_fn = USKDLoss(mid_channels=8, num_classes=4)
-    with pytest.raises(ValueError, match=r"mid_feature must have shape \[2, 8\]"):
-        loss_fn((z, torch.randn(2, 7)), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match="expects \\(logits, mid_feature\\)"):
+    loss_fn = USKDLoss()
+    with pytest.raises(ValueError, match=r"weak_logits must have the logits' shape \(2, 4\), got \(2, 7\); wrap"):
+        loss_fn((z, torch.randn(2, 7)), torch.tensor([0, 1]))  # e.g. a mid feature instead of the weak logits
+    with pytest.raises(ValueError, match="expects \\(logits, weak_logits\\)"):
         loss_fn(z, torch.tensor([0, 1]))
 
 
 def test_plain_timm_loop_trains_backbone_through_weak_head():
     torch.manual_seed(0)
-    model = MidFeatureWrapper(timm.create_model("resnet10t", num_classes=4))
-    loss_fn = USKDLoss(model.mid_channels, num_classes=4, alpha=1.0, beta=0.1, mu=0.1)
-    opt = torch.optim.SGD(list(model.parameters()) + list(loss_fn.parameters()), lr=0.1)
+    model = USKDWrapper(timm.create_model("resnet10t", num_classes=4))
+    loss_fn = USKDLoss(alpha=1.0, beta=0.1, mu=0.1)
+    assert not list(loss_fn.parameters())  # the weak head is the model's: one optimizer, DDP, EMA, checkpoint
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     model.train()
     output = model(x)
@@ -153,7 +154,8 @@ def test_plain_timm_loop_trains_backbone_through_weak_head():
     opt.zero_grad()
     loss_fn(output, y).backward()
     opt.step()
-    assert loss_fn.weak_head.weight.grad is not None
+    assert model.weak_head.weight.grad is not None
+    assert {"weak_head.weight", "weak_head.bias"} <= set(model.state_dict())
     model.eval()
     assert model(x).shape == (4, 4)
 

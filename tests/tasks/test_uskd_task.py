@@ -31,10 +31,11 @@ def test_task_through_timm_interface():
     assert set(out) == {"loss", "output", "ce", "uskd_target", "uskd_non_target", "uskd_weak"}
     assert torch.allclose(out["loss"], out["ce"] + out["uskd_target"] + out["uskd_non_target"] + out["uskd_weak"])
     out["loss"].backward()
-    assert task.criterion.weak_head.weight.grad is not None
+    assert task.trainable_module.weak_head.weight.grad is not None
     assert task.get_eval_model() is model
     # timm's train.py builds the optimizer (and DDP) on get_trainable_module(): it must hold the weak head
-    assert task.criterion.weak_head.weight in set(task.get_trainable_module().parameters())
+    assert task.trainable_module.weak_head.weight in set(task.get_trainable_module().parameters())
+    assert not list(task.criterion.parameters())
     task.eval()
     assert torch.equal(task.get_trainable_module()(x), model(x))  # eval mode: plain logits
     task.setup_ema(decay=0.9)
@@ -46,9 +47,9 @@ def test_weak_head_state_round_trip(tmp_path):
     task, _ = _task(0)
     save_checkpoint(tmp_path / "c.safetensors", {"task": task.get_task_state()})
     other, _ = _task(1)
-    assert not torch.equal(other.criterion.weak_head.weight, task.criterion.weak_head.weight)
+    assert not torch.equal(other.trainable_module.weak_head.weight, task.trainable_module.weak_head.weight)
     other.load_task_state(load_checkpoint(tmp_path / "c.safetensors")["task"])
-    assert torch.equal(other.criterion.weak_head.weight, task.criterion.weak_head.weight)
+    assert torch.equal(other.trainable_module.weak_head.weight, task.trainable_module.weak_head.weight)
     with pytest.raises(ValueError, match="no weak-head weights"):
         other.load_task_state({})
 
@@ -83,11 +84,26 @@ def test_timm_train_script_flow():
 
     task, model = _task()
     optimizer = create_optimizer_v2(task.get_trainable_module(), opt="sgd", lr=0.1)
-    head_before = task.criterion.weak_head.weight.detach().clone()
+    head_before = task.trainable_module.weak_head.weight.detach().clone()
     task.train()
     loss = task(torch.randn(6, 1, 8, 8), torch.softmax(torch.randn(6, 10), 1))["loss"]  # mixup-style soft targets
     loss.backward()
     optimizer.step()
-    assert not torch.equal(task.criterion.weak_head.weight, head_before)
+    assert not torch.equal(task.trainable_module.weak_head.weight, head_before)
     task.eval()
     assert task.get_eval_model()(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_ema_task_state_is_the_ema_weak_head():
+    """timm's CheckpointSaver stores get_task_state(ema=True) next to state_dict_ema: it must be the EMA head."""
+    task, _ = _task()
+    task.setup_ema(decay=0.5)
+    task.train()
+    task(torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4, 5]))["loss"].backward()
+    with torch.no_grad():
+        task.trainable_module.weak_head.weight.add_(1.0)
+    task.update_ema(step=10)  # (ModelEmaV3 copies on the first steps)
+    live = task.get_task_state()["weak_head"]["weight"]
+    ema = task.get_task_state(ema=True)["weak_head"]["weight"]
+    assert not torch.equal(live, ema)
+    assert torch.equal(ema, task.get_trainable_module(ema=True).module.weak_head.weight)

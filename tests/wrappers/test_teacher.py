@@ -6,7 +6,7 @@ from safetensors.torch import save_file
 
 from vsd.engine.checkpoint import save_checkpoint
 from vsd.wrappers import TeacherWrapper, create_teacher
-from vsd.wrappers.teacher import read_state_dict
+from vsd.models.weights import read_state_dict
 
 
 def _net(num_classes=3):
@@ -53,7 +53,7 @@ def test_bad_paths_and_arguments(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         create_teacher("resnet10t", tmp_path / "nope.safetensors")
     (tmp_path / "w.npz").write_bytes(b"x")
-    with pytest.raises(ValueError, match="expected a vsd checkpoint or .safetensors"):
+    with pytest.raises(ValueError, match="neither a safetensors file .* nor a PyTorch file"):
         create_teacher("resnet10t", tmp_path / "w.npz")
     with pytest.raises(ValueError, match="only apply to a model name"):
         create_teacher(_net(), num_classes=3)

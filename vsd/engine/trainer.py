@@ -22,7 +22,7 @@ from tqdm import tqdm
 from vsd.config import Config, config_to_dict
 from vsd.data.train_split import TRAIN_SPLIT_OPTIONS
 from vsd.engine.amp import autocast, autocast_dtype
-from vsd.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from vsd.engine.checkpoint import load_checkpoint, save_checkpoint
 from vsd.engine.distributed import (DistEnv, barrier, broadcast_module, init_distributed, resolve_device, shutdown,
                                     wrap_ddp)
 from vsd.engine.io import atomic_write_json
@@ -34,7 +34,7 @@ from vsd.engine.rng import capture_rng_state, restore_rng_state, seed_everything
 from vsd.engine.run_folder import (CHECKPOINT_NAME, OutputExists, check_output, check_resume,  # noqa: F401
                                    prepare_output, resume_overrides_config)
 from vsd.engine.summary import write_summary
-from vsd.models import create_network
+from vsd.models import build_model
 from vsd.tasks import TaskContext, create_task
 
 
@@ -44,37 +44,6 @@ class TrainingDiverged(RuntimeError):
 
 class RunInterrupted(RuntimeError):
     """The run stopped after ``max_steps`` optimizer steps (a simulated kill, for resume tests)."""
-
-
-def build_model(cfg: Config, info: Any) -> torch.nn.Module:
-    """Create ``cfg.model.name`` sized for the data set; load ``cfg.model.checkpoint`` weights if given."""
-    model = create_network(cfg.model.name, cfg.model.kwargs, info.num_classes, info.in_chans, info.image_size)
-    if cfg.model.checkpoint:
-        load_pretrained(model, cfg.model.checkpoint)
-    return model
-
-
-def load_pretrained(model: torch.nn.Module, path: str) -> None:
-    """Load weights from a vsd checkpoint or safetensors file, skipping a classifier whose shape differs
-    (fine-tuning on another label set). Any other missing or mismatched key is an error listing the keys."""
-    state = load_model_weights(path)
-    own = model.state_dict()
-    head = {k for k in own if k.startswith(_classifier_prefixes(model))}
-    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape and k not in head]
-    missing = [k for k in own if k not in state and k not in head]
-    if mismatched or missing:
-        raise ValueError(
-            f"checkpoint {path!r} does not fit model {type(model).__name__}: "
-            f"shape mismatch {mismatched[:10]}, missing {missing[:10]}"
-        )
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(usable, strict=False)
-
-
-def _classifier_prefixes(model: torch.nn.Module) -> tuple:
-    name = getattr(model, "pretrained_cfg", {}).get("classifier", "head") or "head"
-    names = name if isinstance(name, (list, tuple)) else [name]
-    return tuple(f"{n}." for n in names)
 
 
 class Trainer:

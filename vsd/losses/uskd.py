@@ -117,49 +117,49 @@ def uskd_loss(logits: torch.Tensor, weak_logits: torch.Tensor, target: torch.Ten
 
 
 class USKDLoss(nn.Module):
-    """Criterion for a timm loop: ``loss_fn((logits, mid_feature), target)`` = CE + USKD.
+    """Criterion for a timm loop: ``loss_fn((logits, weak_logits), target)`` = CE + USKD.
 
-    Holds the weak head ``Linear(mid_channels, num_classes)``, as the official code does: add this module's
-    parameters to the optimizer. ``output`` is what :class:`vsd.wrappers.MidFeatureWrapper` returns in
-    train mode (a tuple of the logits and the mid-level feature [B, mid_channels]).
+    ``output`` is what :class:`vsd.wrappers.USKDWrapper` returns in train mode: the final logits and the weak
+    head's logits on the mid-level feature. The weak head lives in that wrapper (not here, unlike the official
+    code), so the model's optimizer, DDP, EMA and checkpoints include it; this criterion has no parameters.
+    ``label_smoothing`` applies to the CE term (timm's ``--smoothing``).
 
     Example:
-        >>> loss_fn = USKDLoss(mid_channels=8, num_classes=10)
-        >>> loss_fn((torch.randn(4, 10), torch.randn(4, 8)), torch.tensor([0, 1, 2, 3])).shape
+        >>> loss_fn = USKDLoss()
+        >>> loss_fn((torch.randn(4, 10), torch.randn(4, 10)), torch.tensor([0, 1, 2, 3])).shape
         torch.Size([])
     """
 
-    def __init__(self, mid_channels: int, num_classes: int, alpha: float = 1.0, beta: float = 0.1,
-                 mu: float = 0.005, label_smoothing: float = 0.0) -> None:
+    def __init__(self, alpha: float = 1.0, beta: float = 0.1, mu: float = 0.005, label_smoothing: float = 0.0
+                 ) -> None:
         super().__init__()
-        self.weak_head = nn.Linear(mid_channels, num_classes)
         self.alpha, self.beta, self.mu = alpha, beta, mu
         self.label_smoothing = label_smoothing
 
     def terms_from_logits(self, logits: torch.Tensor, weak_logits: torch.Tensor, target: torch.Tensor
                           ) -> Dict[str, torch.Tensor]:
-        """``{'loss', 'ce', 'uskd_target', 'uskd_non_target', 'uskd_weak'}`` from already computed weak logits."""
+        """``{'loss', 'ce', 'uskd_target', 'uskd_non_target', 'uskd_weak'}``."""
         parts = uskd_terms(logits, weak_logits, target, self.alpha, self.beta, self.mu)
         ce = F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
         return {"loss": ce + sum(parts.values()), "ce": ce, **parts}
 
     def terms(self, output: Union[Sequence[torch.Tensor], torch.Tensor], target: torch.Tensor
               ) -> Dict[str, torch.Tensor]:
-        """Components from ``output = (logits, mid_feature)``; applies the weak head to the mid feature."""
-        logits, mid = _split_output(output, self.weak_head.in_features)
-        return self.terms_from_logits(logits, self.weak_head(mid), target)
+        """Components from ``output = (logits, weak_logits)``."""
+        logits, weak_logits = _split_output(output)
+        return self.terms_from_logits(logits, weak_logits, target)
 
     def forward(self, output: Union[Sequence[torch.Tensor], torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         return self.terms(output, target)["loss"]
 
 
-def _split_output(output: Union[Sequence[torch.Tensor], torch.Tensor], mid_channels: int
-                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+def _split_output(output: Union[Sequence[torch.Tensor], torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
     if isinstance(output, torch.Tensor) or len(output) < 2:
-        raise ValueError("USKDLoss expects (logits, mid_feature), e.g. the train-mode output of "
-                         "vsd.wrappers.MidFeatureWrapper; got a single tensor")
-    logits, mid = output[0], output[1]
-    if mid.dim() != 2 or mid.shape[1] != mid_channels or mid.shape[0] != logits.shape[0]:
-        raise ValueError(f"mid_feature must have shape [{logits.shape[0]}, {mid_channels}] "
-                         f"(batch, mid_channels of the weak head), got {tuple(mid.shape)}")
-    return logits, mid
+        raise ValueError("USKDLoss expects (logits, weak_logits), the train-mode output of "
+                         "vsd.wrappers.USKDWrapper; got a single tensor")
+    logits, weak_logits = output[0], output[1]
+    if weak_logits.shape != logits.shape:
+        raise ValueError(f"weak_logits must have the logits' shape {tuple(logits.shape)}, got "
+                         f"{tuple(weak_logits.shape)}; wrap the model in vsd.wrappers.USKDWrapper (it holds the "
+                         f"weak head and returns its logits)")
+    return logits, weak_logits

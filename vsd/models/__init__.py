@@ -21,7 +21,10 @@ from vsd.models import mae  # noqa: F401  (registers the MAE models)
 from vsd.models.convnet import ConvNet
 from vsd.models.resnet_cifar import CifarResNet
 
-__all__ = ["create_model", "create_network", "list_vsd_models", "ConvNet", "CifarResNet"]
+from vsd.models.weights import load_pretrained, load_weights, read_state_dict
+
+__all__ = ["build_model", "create_model", "create_network", "list_vsd_models", "load_pretrained", "load_weights",
+           "read_state_dict", "ConvNet", "CifarResNet"]
 
 
 def list_vsd_models() -> List[str]:
@@ -72,3 +75,13 @@ def create_network(name: str, kwargs: Dict[str, Any], num_classes: int, in_chans
             if "img_size" not in str(err):
                 raise
     return create_model(name, **base)
+
+
+def build_model(cfg: Any, info: Any) -> nn.Module:
+    """The model of a run: ``cfg.model.name`` sized for the data set ``info`` (``num_classes``, ``in_chans``,
+    ``image_size``), initialised from ``cfg.model.checkpoint`` if given (its EMA weights with
+    ``cfg.model.checkpoint_ema``; see :func:`vsd.models.weights.load_pretrained`)."""
+    model = create_network(cfg.model.name, cfg.model.kwargs, info.num_classes, info.in_chans, info.image_size)
+    if cfg.model.checkpoint:
+        load_pretrained(model, cfg.model.checkpoint, ema=cfg.model.checkpoint_ema)
+    return model

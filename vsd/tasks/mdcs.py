@@ -55,6 +55,8 @@ class MDCSTask(VSDTask):
         self.criterion = criterion
 
     def forward(self, input: Sequence[torch.Tensor], target: torch.Tensor) -> Dict[str, torch.Tensor]:  # type: ignore[override]
+        if isinstance(input, torch.Tensor) and input.shape[0] == 2 * target.shape[0]:
+            input = input.chunk(2)  # views concatenated along the batch (vsd.timm_scripts.mdcs_train_loader)
         if isinstance(input, torch.Tensor) or len(input) != 2:
             raise ValueError("MDCS expects two views per batch, [weak_view, strong_view] (train_views "
                              "['weak', 'strong']), got " + ("one tensor" if isinstance(input, torch.Tensor)

@@ -2,8 +2,9 @@
 
 The teacher is any timm/vsd model name built for the run's classes, channels and image size (plus
 ``method.teacher_kwargs``), with weights from ``method.teacher_checkpoint`` (a vsd checkpoint, e.g. the
-``checkpoint-last.safetensors`` or ``model.safetensors`` of a zoo run, a ``.safetensors`` file, or a foreign
-``.pth`` read with ``weights_only=True``). See :mod:`vsd.losses.nkd` for the math.
+``checkpoint-last.safetensors`` or ``model.safetensors`` of a zoo run, a ``.safetensors`` file, or a PyTorch
+file such as timm's ``model_best.pth.tar``, read with ``weights_only=True``; its EMA weights with
+``method.teacher_checkpoint_ema``). See :mod:`vsd.losses.nkd` for the math.
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from vsd.config import Config, ConfigError, MethodConfig, ModelConfig
 from vsd.losses.nkd import NKDLoss
 from vsd.tasks.base import TaskContext, VSDTask
 from vsd.tasks.registry import register_task
-from vsd.wrappers.teacher import TeacherOutput, create_teacher, load_weights
+from vsd.models import build_model
+from vsd.models.weights import load_weights
+from vsd.wrappers.teacher import TeacherOutput, create_teacher
 
 
 @dataclass
@@ -30,6 +33,7 @@ class NKDConfig(MethodConfig):
     teacher: str = ""
     teacher_kwargs: Dict[str, Any] = field(default_factory=dict)
     teacher_checkpoint: Optional[str] = None
+    teacher_checkpoint_ema: bool = False
     temperature: float = 1.0
     gamma: float = 1.5
 
@@ -67,13 +71,11 @@ def build_teacher(cfg: Config, ctx: TaskContext) -> nn.Module:
     if not method.teacher:
         raise ConfigError("config key 'method.teacher': NKD needs a teacher model name, e.g. resnet18_cifar, "
                           "and usually method.teacher_checkpoint (the teacher's trained weights)")
-    from vsd.engine.trainer import build_model  # lazy: the trainer imports vsd.tasks
-
     teacher_cfg = dataclasses.replace(cfg, model=ModelConfig(name=method.teacher, kwargs=dict(method.teacher_kwargs)))
     info = SimpleNamespace(num_classes=ctx.num_classes, in_chans=ctx.in_chans, image_size=ctx.image_size)
     teacher = build_model(teacher_cfg, info)
     if method.teacher_checkpoint:
-        load_weights(teacher, method.teacher_checkpoint)
+        load_weights(teacher, method.teacher_checkpoint, ema=method.teacher_checkpoint_ema)
     return teacher.to(ctx.device)
 
 

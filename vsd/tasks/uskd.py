@@ -1,15 +1,16 @@
 """``method.name: uskd``: universal self-knowledge distillation (CE + USKD terms, no teacher).
 
-The trainable module is :class:`USKDModel`: the classifier behind :class:`vsd.wrappers.MidFeatureWrapper` plus
-the weak head of the criterion (:class:`vsd.losses.USKDLoss`, the same ``nn.Linear`` object), so that an
-optimizer or DDP built on ``task.get_trainable_module()`` (as timm's ``train.py`` does) covers the weak head
-too. The eval model is the plain classifier; the weak head is also saved in the task state, so checkpoints
-that hold only the eval model (timm's) resume exactly. See :mod:`vsd.losses.uskd` for the math.
+The trainable module is :class:`vsd.wrappers.USKDWrapper`: the classifier plus the weak head on its mid-level
+feature, so that an optimizer, DDP or EMA built on ``task.get_trainable_module()`` (as timm's ``train.py`` does)
+covers the weak head too, and vsd's checkpoints (the trainable module) hold it. The eval model is the plain
+classifier; the weak head is also saved in the task state, so checkpoints that hold only the eval model
+(timm's ``state_dict`` / ``state_dict_ema`` with ``task_state`` / ``task_state_ema``) resume exactly. See
+:mod:`vsd.losses.uskd` for the math.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, NamedTuple, Optional, Union
+from typing import Any, Dict, Optional
 
 import torch
 from timm.utils.model import unwrap_model
@@ -19,7 +20,7 @@ from vsd.config import Config, MethodConfig
 from vsd.losses.uskd import USKDLoss
 from vsd.tasks.base import TaskContext, VSDTask
 from vsd.tasks.registry import register_task
-from vsd.wrappers.mid_feature import MidFeatureWrapper
+from vsd.wrappers.mid_feature import USKDWrapper
 
 
 @dataclass
@@ -32,40 +33,14 @@ class USKDConfig(MethodConfig):
     mu: float = 0.005
 
 
-class USKDOutput(NamedTuple):
-    """Train-mode output of :class:`USKDModel`: final logits and the weak head's logits."""
-
-    logits: torch.Tensor
-    weak_logits: torch.Tensor
-
-
-class USKDModel(nn.Module):
-    """Classifier + weak head: train mode ``(logits, weak_head(mid_feature))``, eval mode the logits."""
-
-    def __init__(self, model: nn.Module, weak_head: nn.Linear) -> None:
-        super().__init__()
-        self.wrapper = MidFeatureWrapper(model)
-        self.weak_head = weak_head
-
-    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, USKDOutput]:
-        out = self.wrapper(x)
-        if not self.training:
-            return out
-        return USKDOutput(out.logits, self.weak_head(out.mid_feature))
-
-
 class USKDTask(VSDTask):
     """``task(x, y) -> {'loss', 'output', 'ce', 'uskd_target', 'uskd_non_target', 'uskd_weak'}``."""
 
     def __init__(self, model: nn.Module, alpha: float = 1.0, beta: float = 0.1, mu: float = 0.005,
                  label_smoothing: float = 0.0, device: Optional[torch.device] = None) -> None:
         super().__init__(device=device, verbose=False)
-        num_classes = int(getattr(model, "num_classes", 0))
-        if num_classes < 2:
-            raise ValueError(f"USKD needs a classifier with num_classes >= 2, got {num_classes}")
-        mid_channels = MidFeatureWrapper(model).mid_channels
-        self.criterion = USKDLoss(mid_channels, num_classes, alpha, beta, mu, label_smoothing)
-        self.trainable_module = USKDModel(model, self.criterion.weak_head)
+        self.trainable_module = USKDWrapper(model)
+        self.criterion = USKDLoss(alpha, beta, mu, label_smoothing)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> Dict[str, torch.Tensor]:  # type: ignore[override]
         output = self.trainable_module(input)
@@ -76,10 +51,18 @@ class USKDTask(VSDTask):
         """The plain classifier inside the trainable module (or inside its EMA copy when ``ema``)."""
         eval_model = super().get_eval_model(module, ema)
         inner = unwrap_model(eval_model) if eval_model is not None else None
-        return inner.wrapper.model if isinstance(inner, USKDModel) else eval_model
+        return inner.model if isinstance(inner, USKDWrapper) else eval_model
+
+    def _wrapper(self, ema: bool) -> USKDWrapper:
+        module = self.get_trainable_module(ema=ema)
+        if module is None:
+            raise RuntimeError("the USKD task has no EMA copy: call setup_ema() first")
+        return unwrap_model(module)
 
     def get_task_state(self, module: Any = None, ema: bool = False) -> Dict[str, Any]:
-        return {"weak_head": {k: v.detach().clone() for k, v in self.criterion.weak_head.state_dict().items()}}
+        """The weak head (of the EMA copy with ``ema``): what timm's eval-model checkpoints lack."""
+        head = self._wrapper(ema).weak_head
+        return {"weak_head": {k: v.detach().clone() for k, v in head.state_dict().items()}}
 
     def load_task_state(self, state: Optional[Dict[str, Any]], strict: bool = True, module: Any = None,
                         ema: bool = False) -> None:
@@ -87,7 +70,7 @@ class USKDTask(VSDTask):
             if strict:
                 raise ValueError("USKD task state is empty: the checkpoint holds no weak-head weights")
             return
-        self.criterion.weak_head.load_state_dict(state["weak_head"])
+        self._wrapper(ema).weak_head.load_state_dict(state["weak_head"])
 
 
 @register_task("uskd", USKDConfig)

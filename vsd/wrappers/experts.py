@@ -13,6 +13,13 @@ ResNets share stages 1-2 (``shared_stages=2``). The experts keep the model's sta
 starts from the model's own weights and experts 1..K-1 from a fresh Kaiming initialisation of the same stages,
 and the model's dropout before the classifier is not applied.
 
+timm's model contract: ``pretrained_cfg``/``default_cfg`` are the source model's (data config unchanged),
+``num_classes``, ``num_features``, ``get_classifier()`` (the experts' cosine classifiers),
+``reset_classifier(n)``, ``set_grad_checkpointing()`` (per stage), ``no_weight_decay()`` (empty, as a ResNet's)
+and ``group_matcher()`` (stem, then stages in depth order - an expert's stage k with the shared stage k of the
+source model's numbering - then the classifiers). ``state_dict`` keys: ``shared.0.*`` (stem), ``shared.<i>.*``
+(shared stages), ``experts.<e>.<j>.*`` (expert e's own stages), ``classifiers.<e>.weight``.
+
 Example:
     >>> import timm, torch
     >>> model = ExpertsWrapper(timm.create_model("resnet18", num_classes=10), num_experts=3)
@@ -23,11 +30,13 @@ Example:
 from __future__ import annotations
 
 import copy
-from typing import List, NamedTuple, Tuple, Union
+import re
+from typing import Any, Callable, Dict, List, NamedTuple, Set, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ["CosineClassifier", "ExpertsOutput", "ExpertsWrapper", "split_stages"]
 
@@ -115,10 +124,55 @@ class ExpertsWrapper(nn.Module):
         for expert in experts[1:]:
             _reinit(expert)
         self.experts = nn.ModuleList(experts)
-        features = int(model.num_features)
-        self.classifiers = nn.ModuleList(CosineClassifier(features, num_classes, scale) for _ in range(num_experts))
-        self.pretrained_cfg = getattr(model, "pretrained_cfg", {})
+        self.num_features = int(model.num_features)
+        self.scale = scale
+        self.shared_stages = shared_stages
+        self.classifiers = self._classifiers(num_classes)
+        self.pretrained_cfg: Dict[str, Any] = getattr(model, "pretrained_cfg", {})
         self.in_chans = getattr(model, "in_chans", 3)
+        self.grad_checkpointing = False
+
+    def _classifiers(self, num_classes: int) -> nn.ModuleList:
+        return nn.ModuleList(CosineClassifier(self.num_features, num_classes, self.scale)
+                             for _ in range(self.num_experts))
+
+    # ------------------------------------------------------------------ timm's model contract
+    @property
+    def default_cfg(self) -> Dict[str, Any]:
+        return self.pretrained_cfg
+
+    def get_classifier(self) -> nn.ModuleList:
+        """The experts' cosine classifiers."""
+        return self.classifiers
+
+    def reset_classifier(self, num_classes: int, *args: Any, **kwargs: Any) -> None:
+        """Fresh cosine classifiers for ``num_classes`` classes (on the old ones' device and dtype)."""
+        if num_classes < 1:
+            raise ValueError(f"ExpertsWrapper needs num_classes >= 1, got {num_classes}")
+        old = self.classifiers[0].weight
+        self.num_classes = int(num_classes)
+        self.classifiers = self._classifiers(self.num_classes).to(device=old.device, dtype=old.dtype)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute every stage in the backward pass instead of storing its activations."""
+        self.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> Set[str]:
+        return set()
+
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], Tuple[float, ...]]:
+        """Stem (0), stages by depth (1..), classifiers last; ``coarse`` is accepted for timm's signature."""
+        shared = re.compile(r"^shared\.(\d+)\.")
+        own = re.compile(r"^experts\.\d+\.(\d+)\.")
+
+        def ordinal(name: str) -> Tuple[float, ...]:
+            if shared.match(name):
+                return (float(shared.match(name).group(1)),)
+            if own.match(name):
+                return (float(self.shared_stages + 1 + int(own.match(name).group(1))),)
+            return (float("inf"),)
+
+        return ordinal
 
     @staticmethod
     def _check_split(model: nn.Module, stem: nn.Module, stages: List[nn.Module]) -> None:
@@ -141,10 +195,18 @@ class ExpertsWrapper(nn.Module):
             raise ValueError(f"{type(model).__name__}: stem + stages do not reproduce forward_features; "
                              f"ExpertsWrapper supports plain ResNets (stem, then stages in order)")
 
+    def _run(self, stages: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return stages(x)
+        for stage in stages:
+            x = checkpoint(stage, x, use_reentrant=False)
+        return x
+
     def forward_experts(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Logits of every expert [B, C] (scaled cosine)."""
-        shared = self.shared(x)
-        return [head(expert(shared).mean(dim=(2, 3))) for expert, head in zip(self.experts, self.classifiers)]
+        shared = self._run(self.shared, x)
+        return [head(self._run(expert, shared).mean(dim=(2, 3)))
+                for expert, head in zip(self.experts, self.classifiers)]
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, ExpertsOutput]:
         logits = self.forward_experts(x)

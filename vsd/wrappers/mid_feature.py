@@ -6,16 +6,24 @@
 * Vision Transformers (``blocks`` and a class token): the raw CLS token after block ``depth // 2 - 1``
   (0-based, no final norm), as the official code's ``mid_token``.
 
-In train mode the wrapper returns :class:`MidFeatureOutput` ``(logits, mid_feature)``; in eval mode the plain
-logits, so timm's validation works unchanged. The weak Linear head lives in :class:`vsd.losses.USKDLoss`, as in
-the official code.
+In train mode :class:`MidFeatureWrapper` returns :class:`MidFeatureOutput` ``(logits, mid_feature)``;
+:class:`USKDWrapper` adds USKD's weak head ``Linear(mid_channels, num_classes)`` on the mid feature and returns
+:class:`USKDOutput` ``(logits, weak_logits)`` for :class:`vsd.losses.USKDLoss`. In eval mode both return the
+plain logits, so timm's validation works unchanged. Both pass timm's model contract on to the wrapped model
+(:class:`vsd.wrappers.contract.TimmContract`).
+
+``state_dict`` keys of :class:`MidFeatureWrapper`: ``model.*``. The weak head lives in the wrapper (the official
+code keeps it in the loss module): so an optimizer, DDP, an EMA
+copy and a checkpoint built on the model all include it. ``state_dict`` keys of :class:`USKDWrapper`:
+``model.*`` (the classifier; ``unwrap_model(wrapper).model`` is the plain classifier) and ``weak_head.weight``,
+``weak_head.bias``.
 
 Example:
     >>> import timm, torch
-    >>> model = MidFeatureWrapper(timm.create_model("resnet18", num_classes=10))
+    >>> model = USKDWrapper(timm.create_model("resnet18", num_classes=10))
     >>> out = model(torch.randn(2, 3, 32, 32))
-    >>> out.logits.shape, out.mid_feature.shape, model.mid_channels
-    (torch.Size([2, 10]), torch.Size([2, 256]), 256)
+    >>> out.logits.shape, out.weak_logits.shape, model.mid_channels
+    (torch.Size([2, 10]), torch.Size([2, 10]), 256)
 """
 from __future__ import annotations
 
@@ -24,7 +32,9 @@ from typing import NamedTuple, Union
 import torch
 from torch import nn
 
-__all__ = ["MidFeatureOutput", "MidFeatureWrapper"]
+from vsd.wrappers.contract import TimmContract
+
+__all__ = ["MidFeatureOutput", "MidFeatureWrapper", "USKDOutput", "USKDWrapper"]
 
 
 class MidFeatureOutput(NamedTuple):
@@ -38,7 +48,14 @@ def _is_vit(model: nn.Module) -> bool:
     return all(hasattr(model, attr) for attr in ("blocks", "embed_dim", "num_prefix_tokens"))
 
 
-class MidFeatureWrapper(nn.Module):
+class USKDOutput(NamedTuple):
+    """Train-mode output of :class:`USKDWrapper`: final logits first, then the weak head's logits [B, C]."""
+
+    logits: torch.Tensor
+    weak_logits: torch.Tensor
+
+
+class MidFeatureWrapper(TimmContract, nn.Module):
     """Wrap ``model`` so that train-mode forward returns ``(logits, mid_feature)``; see the module docstring.
 
     Attributes:
@@ -81,3 +98,30 @@ class MidFeatureWrapper(nn.Module):
             final, (stage,) = self.model.forward_intermediates(x, indices=[self.mid_index])
             mid = stage.mean(dim=(2, 3))
         return MidFeatureOutput(self.model.forward_head(final), mid)
+
+
+class USKDWrapper(MidFeatureWrapper):
+    """:class:`MidFeatureWrapper` plus USKD's weak head: train mode ``(logits, weak_head(mid_feature))``.
+
+    Args:
+        model: a timm-style classifier (see :class:`MidFeatureWrapper`) with ``num_classes >= 2``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        num_classes = int(getattr(model, "num_classes", 0))
+        if num_classes < 2:
+            raise ValueError(f"USKD needs a classifier with num_classes >= 2, got {num_classes}")
+        self.weak_head = nn.Linear(self.mid_channels, num_classes)
+
+    def reset_classifier(self, num_classes: int, *args, **kwargs) -> None:
+        """Reset the model's classifier and the weak head to ``num_classes`` (both predict the same classes)."""
+        super().reset_classifier(num_classes, *args, **kwargs)
+        self.weak_head = nn.Linear(self.mid_channels, num_classes, device=self.weak_head.weight.device,
+                                   dtype=self.weak_head.weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, USKDOutput]:
+        out = super().forward(x)
+        if not self.training:
+            return out
+        return USKDOutput(out.logits, self.weak_head(out.mid_feature))

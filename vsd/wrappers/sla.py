@@ -10,7 +10,10 @@ Eval mode returns logits [B, C]: the single head alone for SLA+SD (no extra infe
 joint logits over the M rotations (``sla_aggregate``; M forward passes' worth of compute).
 
 The backbone's own classifier is unused by SLA; it is removed with ``reset_classifier(0)`` when the model has
-that method (every timm model does), so DDP sees no unused parameters.
+that method (every timm model does), so DDP sees no unused parameters. timm's model contract is passed on to the
+backbone (:class:`vsd.wrappers.contract.TimmContract`), except the classifier, which is the wrapper's:
+``get_classifier()`` is the single head (SLA+SD) or the joint head, ``reset_classifier(n)`` rebuilds both heads.
+``state_dict`` keys: ``model.*`` (backbone), ``joint_head.*``, ``single_head.*`` (SLA+SD).
 
 Example:
     >>> import timm, torch
@@ -28,6 +31,7 @@ import torch
 from torch import nn
 
 from vsd.losses.sla import SLAOutput, sla_aggregate
+from vsd.wrappers.contract import TimmContract
 
 __all__ = ["SLAWrapper", "rotate_batch"]
 
@@ -47,7 +51,7 @@ def rotate_batch(x: torch.Tensor, num_transforms: int = 4) -> torch.Tensor:
     return rotated.reshape(-1, *x.shape[1:])
 
 
-class SLAWrapper(nn.Module):
+class SLAWrapper(TimmContract, nn.Module):
     """Make a timm classifier train with SLA (``self_distill=False``) or SLA+SD (``self_distill=True``).
 
     Args:
@@ -56,6 +60,8 @@ class SLAWrapper(nn.Module):
         num_transforms: M rotations (4 in the paper).
         self_distill: add the single head (SLA+SD); eval then uses it alone.
     """
+
+    num_classes: int = 0  # the wrapper's own (not the backbone's, whose classifier is removed)
 
     def __init__(self, model: nn.Module, num_classes: Optional[int] = None, num_transforms: int = 4,
                  self_distill: bool = False) -> None:
@@ -76,8 +82,24 @@ class SLAWrapper(nn.Module):
         self.num_classes = num_classes
         self.num_transforms = num_transforms
         self.self_distill = self_distill
-        self.joint_head = nn.Linear(features, num_classes * num_transforms)
-        self.single_head = nn.Linear(features, num_classes) if self_distill else None
+        self._build_heads(features)
+
+    def _build_heads(self, features: int) -> None:
+        self.joint_head = nn.Linear(features, self.num_classes * self.num_transforms)
+        self.single_head = nn.Linear(features, self.num_classes) if self.self_distill else None
+
+    def get_classifier(self) -> nn.Module:
+        """The head eval mode uses: the single head (SLA+SD) or the joint head (SLA, aggregated)."""
+        return self.single_head if self.single_head is not None else self.joint_head
+
+    def reset_classifier(self, num_classes: int, *args, **kwargs) -> None:
+        """New joint (and single) heads for ``num_classes`` classes (on the old heads' device and dtype)."""
+        if num_classes < 2:
+            raise ValueError(f"SLAWrapper needs num_classes >= 2, got {num_classes}")
+        old = self.joint_head.weight
+        self.num_classes = int(num_classes)
+        self._build_heads(old.shape[1])
+        self.to(device=old.device, dtype=old.dtype)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features [N, D]."""

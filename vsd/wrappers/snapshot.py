@@ -21,7 +21,8 @@ batch-norm statistics, no dropout), rather than the prediction recorded when the
 mode, that epoch's view, weights that were still changing during the epoch).
 
 The snapshot is kept out of the module tree: it is not in ``state_dict()``, ``parameters()`` or DDP's view of
-the wrapper; save it with :meth:`PSKDSnapshot.snapshot_state`.
+the wrapper; save it with :meth:`PSKDSnapshot.snapshot_state`. ``state_dict`` keys: ``model.*``. timm's model
+contract is passed on to the model (:class:`vsd.wrappers.contract.TimmContract`).
 """
 from __future__ import annotations
 
@@ -33,11 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsd.losses.pskd import PSKDOutput, pskd_alpha
+from vsd.wrappers.contract import TimmContract
 
 __all__ = ["PSKDSnapshot"]
 
 
-class PSKDSnapshot(nn.Module):
+class PSKDSnapshot(TimmContract, nn.Module):
     """Wrap ``model`` for PS-KD snapshot mode; call :meth:`end_epoch` after each training epoch.
 
     Args:
@@ -74,6 +76,11 @@ class PSKDSnapshot(nn.Module):
             with torch.no_grad():
                 prev_probs = F.softmax(self.snapshot(x).float(), dim=1)
         return PSKDOutput(logits=logits, prev_probs=prev_probs, alpha=self.alpha)
+
+    def reset_classifier(self, num_classes: int, *args, **kwargs) -> None:
+        """Reset the model's classifier; the snapshot (of the old classifier) is dropped."""
+        super().reset_classifier(num_classes, *args, **kwargs)
+        self.__dict__["_snapshot"] = None
 
     def _ensure_snapshot(self) -> nn.Module:
         if self.snapshot is None:

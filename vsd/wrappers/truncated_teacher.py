@@ -6,7 +6,8 @@ default, and never builds a graph (frozen, eval mode, ``no_grad``). Given the sa
 uses, it sees exactly the same visible tokens.
 
 :func:`load_teacher_weights` fills a teacher from a local checkpoint (a vsd checkpoint, a ``.safetensors`` file,
-or a ``.pth``/``.pt`` file read with ``torch.load(weights_only=True)``) and lists every mismatched key.
+or a PyTorch file such as timm's ``model_best.pth.tar``, read with ``torch.load(weights_only=True)``; see
+:mod:`vsd.models.weights`) and lists every mismatched key.
 
 Example:
     >>> import timm, torch, vsd
@@ -18,12 +19,13 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from vsd.models.mae import check_vit_compatible, encode_visible
+from vsd.models.weights import read_state_dict
 
 #: State-dict entries a feature teacher never reads (classifier head, MAE decoder).
 _UNUSED_PREFIXES = ("head.", "fc_norm.", "decoder_", "mask_token")
@@ -64,30 +66,14 @@ class TruncatedTeacher(nn.Module):
         return collected
 
 
-def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
-    """Read model weights from a vsd checkpoint, a ``.safetensors`` file or a ``.pth``/``.pt`` file (loaded with
-    ``weights_only=True``; a ``model`` / ``state_dict`` entry is unwrapped)."""
-    from vsd.engine.checkpoint import load_model_weights
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"teacher checkpoint {str(path)!r} does not exist")
-    if path.suffix in (".pth", ".pt", ".bin"):
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-        for key in ("model", "state_dict"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-        return state
-    return load_model_weights(path)
-
-
-def load_teacher_weights(model: nn.Module, path: Union[str, Path], role: str = "teacher") -> None:
-    """Load ``path`` into ``model``; entries the teacher never reads (head, decoder) may be absent or differ.
+def load_teacher_weights(model: nn.Module, path: Union[str, Path], role: str = "teacher", ema: bool = False) -> None:
+    """Load ``path`` (any format of :func:`vsd.models.weights.read_state_dict`; its EMA weights with ``ema``) into
+    ``model``; entries the teacher never reads (head, decoder) may be absent or differ.
 
     Raises:
         ValueError: listing every missing key and every key whose shape differs from the model's.
     """
-    state = read_state_dict(path)
+    state = read_state_dict(path, ema)
     own = model.state_dict()
     needed = {k: v for k, v in own.items() if not k.startswith(_UNUSED_PREFIXES)}
     missing = sorted(k for k in needed if k not in state)
