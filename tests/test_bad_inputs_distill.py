@@ -1,12 +1,12 @@
 """tools/distill.py bad-input table: exit status 2, one ``error:`` line, no folder but the run's own touched;
 and an unfinished distillation folder resumes only with the config it was started with."""
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.bad_input_helpers import assert_one_error_line, fingerprint, tool_main, write_cifar10, write_imagefolder
+from tests.bad_input_helpers import (assert_one_error_line, fingerprint, skip_if_read_only_is_writable, tool_main,
+                                     write_cifar10, write_imagefolder)
 from vsd.config import ConfigError, load_config, save_config
 from vsd.engine.run_folder import check_distill_rerun
 
@@ -75,8 +75,7 @@ CASES = [
 @pytest.mark.parametrize("argv, pattern", [pytest.param(a, p, id=i) for i, a, p in CASES])
 def test_distill_bad_input(ws, capsys, argv, pattern):
     args = argv(ws)
-    if any(str(ws / "ro") in a for a in args) and os.access(ws / "ro", os.W_OK):
-        pytest.skip("this user (root) may write into read-only folders")
+    skip_if_read_only_is_writable(ws, args)
     own = ws / "out"
     before = fingerprint(ws, skip=[own, ws / "buffers"])
     code = tool_main("distill", *args)

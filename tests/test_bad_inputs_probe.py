@@ -1,12 +1,12 @@
 """tools/probe.py bad-input table: exit status 2, one ``error:`` line, nothing written anywhere."""
-import os
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.bad_input_helpers import SMALL, assert_one_error_line, fingerprint, tool_main
+from tests.bad_input_helpers import (SMALL, assert_one_error_line, fingerprint, skip_if_read_only_is_writable,
+                                     tool_main)
 from vsd.config import load_config, save_config
 from vsd.engine.trainer import train
 from vsd.models import create_network
@@ -64,8 +64,7 @@ CASES = [
 @pytest.mark.parametrize("argv, pattern", [pytest.param(a, p, id=i) for i, a, p in CASES])
 def test_probe_bad_input(ws, capsys, argv, pattern):
     args = argv(ws)
-    if any(str(ws / "ro") in a for a in args) and os.access(ws / "ro", os.W_OK):
-        pytest.skip("this user (root) may write into read-only folders")
+    skip_if_read_only_is_writable(ws, args)
     before = fingerprint(ws)
     code = tool_main("probe", *args)
     assert_one_error_line(code, capsys.readouterr().err, pattern)

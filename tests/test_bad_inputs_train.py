@@ -1,13 +1,12 @@
 """tools/train.py bad-input table: every case gives exit status 2, one ``error:`` line naming what was wrong,
 and leaves every folder except the run's own untouched (checksums and modes before/after)."""
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.bad_input_helpers import (SMALL, TINY, assert_one_error_line, fingerprint, tool_main, write_cifar10,
-                                     write_imagefolder)
+from tests.bad_input_helpers import (SMALL, TINY, assert_one_error_line, fingerprint, skip_if_read_only_is_writable,
+                                     tool_main, write_cifar10, write_imagefolder)
 from vsd.config import Config, ConfigError, TrainConfig, load_config
 from vsd.engine.checkpoint import save_checkpoint
 from vsd.engine.trainer import train
@@ -161,8 +160,7 @@ CASES = [
 @pytest.mark.parametrize("argv, pattern", [pytest.param(a, p, id=i) for i, a, p in CASES])
 def test_train_bad_input(ws, capsys, argv, pattern):
     args = argv(ws)
-    if any(str(ws / "ro") in a for a in args) and os.access(ws / "ro", os.W_OK):
-        pytest.skip("this user (root) may write into read-only folders")
+    skip_if_read_only_is_writable(ws, args)
     own = ws / "out"
     before = fingerprint(ws, skip=[own])
     code = tool_main("train", *args)

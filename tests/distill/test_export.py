@@ -56,6 +56,9 @@ def test_bad_meta_and_labels(tmp_path):
         save_distilled(tmp_path, torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]), {"method": "mtt"})
     with pytest.raises(ValueError, match="out of range"):
         save_distilled(tmp_path, torch.zeros(2, 1, 4, 4), torch.tensor([0, 12]), META)
+    with pytest.raises(ValueError, match=r"label -1 out of range .*expected 0\.\."):
+        save_distilled(tmp_path, torch.zeros(2, 1, 4, 4), torch.tensor([-1, 1]), META)
+    assert not (tmp_path / "distilled.json").exists()  # nothing half-written
     with pytest.raises(ValueError, match="one value per channel"):
         save_distilled(tmp_path, torch.zeros(2, 3, 4, 4), torch.tensor([0, 1]), META)
 

@@ -14,3 +14,15 @@ def smoke_module():
         sys.modules["vsd_tools_smoke"] = module
         spec.loader.exec_module(module)
     return sys.modules["vsd_tools_smoke"]
+
+
+def cpu_trainer(case, tmp_path: Path):
+    """A CPU :class:`~vsd.engine.trainer.Trainer` for one of the smoke tool's ``METHOD_CASES`` and its first batch
+    (the tasks' step and hook tests drive ``trainer.task`` by hand)."""
+    from vsd.config import load_config
+    from vsd.engine.trainer import Trainer
+
+    cfg = load_config(None, case.config_overrides(tmp_path / "files") + [f"output={tmp_path / 'run'}",
+                                                                         "train.device=cpu"])
+    trainer = Trainer(cfg)
+    return trainer, next(iter(trainer.loader))

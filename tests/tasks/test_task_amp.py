@@ -19,7 +19,7 @@ from torch.overrides import TorchFunctionMode
 from vsd.config import ConfigError, load_config
 from vsd.engine.amp import autocast_dtype
 from vsd.engine.trainer import Trainer
-from tests.engine.smoke_tool import smoke_module
+from tests.engine.smoke_tool import cpu_trainer, smoke_module
 
 RTOL, ATOL = 2e-2, 2e-3
 LOSS_OPS = {F.softmax, F.log_softmax, F.kl_div, F.cross_entropy, F.nll_loss, F.mse_loss, F.l1_loss, F.normalize,
@@ -44,13 +44,10 @@ class LowPrecisionLossOps(TorchFunctionMode):
 
 @pytest.mark.parametrize("case", smoke_module().METHOD_CASES, ids=lambda c: c.name)
 def test_bf16_loss_close_to_float32_and_loss_math_in_float32(case, tmp_path):
-    cfg = load_config(None, case.config_overrides(tmp_path / "files") + [f"output={tmp_path / 'run'}",
-                                                                         "train.device=cpu"])
-    trainer = Trainer(cfg)
+    trainer, batch = cpu_trainer(case, tmp_path)
     task = trainer.task
-    batch = next(iter(trainer.loader))
     kwargs = {"index": batch[2]} if task.needs_index else {}
-    for epoch in range(cfg.train.epochs):
+    for epoch in range(trainer.cfg.train.epochs):
         task.train()
         task.on_epoch_start(epoch)
         terms = {}

@@ -13,9 +13,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from vsd.config import load_config
-from vsd.engine.trainer import Trainer
-from tests.engine.smoke_tool import smoke_module
+from tests.engine.smoke_tool import cpu_trainer, smoke_module
 
 FACTORIES = {torch.tensor, torch.as_tensor, torch.scalar_tensor, torch.zeros, torch.ones, torch.empty, torch.full,
              torch.arange, torch.linspace, torch.eye, torch.rand, torch.randn, torch.randint, torch.randperm}
@@ -46,14 +44,12 @@ def _double(obj):
 
 @pytest.mark.parametrize("case", smoke_module().METHOD_CASES, ids=lambda c: c.name)
 def test_step_tensors_on_the_run_device_and_idle_parameters_exact(case, tmp_path):
-    cfg = load_config(None, case.config_overrides(tmp_path / "files") + [f"output={tmp_path / 'run'}",
-                                                                         "train.device=cpu"])
-    trainer = Trainer(cfg)
+    trainer, batch = cpu_trainer(case, tmp_path)
     task = trainer.task.double()
     device = next(task.parameters()).device
-    batch = _double(next(iter(trainer.loader)))
+    batch = _double(batch)
     kwargs = {"index": batch[2]} if task.needs_index else {}
-    for epoch in range(cfg.train.epochs):
+    for epoch in range(trainer.cfg.train.epochs):
         task.train()
         task.zero_grad(set_to_none=True)
         with DeviceLessFactories() as spy:

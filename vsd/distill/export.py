@@ -63,8 +63,10 @@ def _check_inputs(images: torch.Tensor, labels: torch.Tensor, meta: Dict[str, An
     missing = [k for k in _REQUIRED_META if k not in meta]
     if missing:
         raise ValueError(f"distilled meta is missing {missing}; required keys: {list(_REQUIRED_META)}")
-    if labels.dim() == 1 and n and int(labels.max()) >= len(meta["classes"]):
-        raise ValueError(f"label {int(labels.max())} out of range for {len(meta['classes'])} classes")
+    classes = len(meta["classes"])
+    if labels.dim() == 1 and n and not 0 <= int(labels.min()) <= int(labels.max()) < classes:
+        bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+        raise ValueError(f"label {bad} out of range for {classes} classes (expected 0..{classes - 1})")
     chans = images.shape[1]
     for key in ("mean", "std"):
         if len(meta[key]) != chans:

@@ -146,8 +146,9 @@ def read_state_dict(path: PathLike, ema: bool = False) -> Dict[str, torch.Tensor
     except SafetensorError:
         if magic[:2] == b"\x80\x02":  # a legacy torch.save pickle stream (protocol 2)
             return _clean(_pick(_torch_load(path), path, ema))
-        raise ValueError(f"checkpoint {str(path)!r} is neither a safetensors file (vsd checkpoint or weights) nor "
-                         f"a PyTorch file written by torch.save (e.g. timm's model_best.pth.tar)") from None
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or truncated, or of another format: neither a "
+                         f"safetensors file (vsd checkpoint or weights) nor a PyTorch file written by torch.save "
+                         f"(e.g. timm's model_best.pth.tar)") from None
 
 
 def _listing(keys: list, limit: int = 8) -> str:
