@@ -62,7 +62,9 @@ class DataConfig:
     root: Optional[str] = None
     image_size: Optional[int] = field(default=None, metadata=bounds(1, MAX_IMAGE_SIZE))
     download: bool = False
-    train_transform: str = field(default="train", metadata={"choices": ("eval", "train", "weak", "strong", "none")})
+    # vsd.data.transforms.PRESETS, plus "dsa" (differentiable siamese augmentation; distilled exports only)
+    train_transform: str = field(default="train", metadata={"choices": ("eval", "train", "weak", "strong", "none",
+                                                                        "dsa")})
     num_workers: int = field(default=0, metadata=bounds(0, 256))
     kwargs: Dict[str, Any] = field(default_factory=dict)
 
