@@ -84,6 +84,9 @@ def test_cli_counts_only_the_users_keys(tmp_path):
     assert (cfg.train.epochs, cfg.train.lr, cfg.train.opt, cfg.model.kwargs) == (300, 0.0038, "momentum",
                                                                                 {"net_width": 32})
     assert cfg.train.batch_size == 5 and cfg.data.train_transform == "dsa"
+    from vsd.engine.preflight import check_inputs
+
+    check_inputs(cfg)  # what the export supplied passes the run's own validation (data.train_transform=dsa)
     mine = tmp_path / "mine.yaml"
     mine.write_text("train: {epochs: 3}\nmodel: {kwargs: {net_width: 8}}\n")
     assert set(explicit_keys(mine, ["seed=1"])) == {"train.epochs", "model.kwargs.net_width", "seed"}
