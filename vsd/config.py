@@ -429,8 +429,12 @@ def _yaml_error(err: yaml.YAMLError) -> str:
 
 
 def safe_load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` that refuses duplicate keys."""
-    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    """``yaml.safe_load`` that refuses duplicate keys (the SafeLoader subclass above, driven directly)."""
+    loader = _StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def _read_yaml(path: Union[str, Path]) -> Dict[str, Any]:
