@@ -144,17 +144,18 @@ def _train(row: Row, overrides: List[str], max_steps: Optional[int] = None, reci
     import statistics
 
     from vsd.config import load_config
+    from vsd.distill.precision import dtype_name
     from vsd.engine.trainer import RunInterrupted, Trainer
 
     trainer = Trainer(load_config(recipe, overrides))
     try:
-        row.amp = "none" if trainer.amp_dtype is None else str(trainer.amp_dtype).replace("torch.", "")
+        row.amp = dtype_name(trainer.amp_dtype)
         try:
             trainer.fit(max_steps=max_steps)
         except RunInterrupted:
             if max_steps is None:
                 raise
-        times = trainer.step_seconds[1:] or trainer.step_seconds
+        times = list(trainer.step_seconds)[1:] or list(trainer.step_seconds)
         if not times:
             raise RuntimeError("no optimizer step ran")
         row.step_s = statistics.median(times)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections import deque
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Deque, Dict, List, Optional, Sequence
 
 import torch
 from timm.optim import create_optimizer_v2
@@ -36,6 +37,9 @@ from vsd.engine.run_folder import (CHECKPOINT_NAME, OutputExists, check_output, 
 from vsd.engine.summary import write_summary
 from vsd.models import build_model
 from vsd.tasks import TaskContext, create_task
+
+
+STEP_TIMES_KEPT = 1000  # step durations the trainer keeps (the smoke table's median)
 
 
 class TrainingDiverged(RuntimeError):
@@ -68,7 +72,8 @@ class Trainer:
         if self.env.is_main:
             self._prepare_output(resume)
         self.history: List[Dict[str, float]] = []
-        self.step_seconds: List[float] = []  # wall time of each optimizer step of this process (smoke table)
+        #: wall time of this process's most recent optimizer steps (smoke table); bounded for long runs
+        self.step_seconds: Deque[float] = deque(maxlen=STEP_TIMES_KEPT)
         self.start_epoch = 0
         self.step = 0
         if self.resume_state is not None:
