@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     def job(cfg):
         from vsd.config import save_config
         from vsd.distill import run_distiller
+        from vsd.engine.distributed import DistEnv, shutdown
         from vsd.engine.io import atomic_write_json, remove_stale_temporaries
         from vsd.engine.preflight import check_inputs
         from vsd.engine.run_folder import check_distill_rerun
@@ -56,7 +57,10 @@ def main(argv=None) -> int:
                 for name in ("checkpoint.safetensors", "results.json"):
                     (out / name).unlink(missing_ok=True)
             save_config(cfg, out / "config.yaml")
-        results = run_distiller(cfg, out)
+        try:
+            results = run_distiller(cfg, out)
+        finally:  # end the process group before exit (a gloo group left to interpreter teardown may abort)
+            shutdown(DistEnv(world_size=int(os.environ.get("WORLD_SIZE", "1"))))
         if not main_rank:
             return results
         atomic_write_json(out / "results.json", results)
