@@ -36,6 +36,7 @@ def test_end_to_end_export_and_transfer(tmp_path):
     out = tmp_path / "run"
     results = run_distiller(cfg, out)
     json.dumps(results)  # JSON-serialisable for results.json
+    assert results["seed"] == cfg.seed
     assert {k for k in results if k.startswith("eval_")} == {
         f"eval_{p}_{o}_{s}shot" for p in ("finetune", "linear") for o in ("none", "random", "tm", "krr_st", "target")
         for s in (1, 2)}

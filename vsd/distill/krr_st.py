@@ -410,7 +410,7 @@ def distill_krr_st(cfg: Config, out_dir: Path) -> Dict[str, Any]:
         if run.step % d.checkpoint_every == 0 or run.step == d.iterations:
             run.save(state_path)
     width = int(_encode(encoder, source[:2], device).shape[1])
-    results: Dict[str, Any] = {"method": "krr_st", "dataset": cfg.data.name, "num_images": d.num_images,
+    results: Dict[str, Any] = {"method": "krr_st", "seed": cfg.seed, "dataset": cfg.data.name, "num_images": d.num_images,
                                "iterations": d.iterations, "target_dim": width, "world_size": env.world_size,
                                "amp": dtype_name(amp), "final_outer_mse": run.last_loss,
                                "distill_wall_s": round(time.time() - start, 2)}

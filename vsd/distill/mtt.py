@@ -574,7 +574,7 @@ def distill_mtt(cfg: Config, out_dir: Path) -> Dict[str, Any]:
     targets = matcher.targets_for_export()
     evaluation = evaluate_all(cfg, problem, final_images, targets, syn_lr, augment, say) if env.is_main else {}
     results: Dict[str, Any] = {
-        "method": "mtt", "dataset": info.name, "model": cfg.model.name, "ipc": d.ipc, "syn_lr": syn_lr,
+        "method": "mtt", "seed": cfg.seed, "dataset": info.name, "model": cfg.model.name, "ipc": d.ipc, "syn_lr": syn_lr,
         "world_size": env.world_size, "amp": dtype_name(problem.amp), "expert_full_data": full, **run,
         **expert_stats, **{f"eval_{k}": v for k, v in evaluation.items()},
     }
