@@ -85,6 +85,15 @@ def test_group_from_a_glob(groups, monkeypatch):
     assert entries[0].label == "G" and [r.path.name for r in entries[0].runs] == ["seed0", "seed1"]
 
 
+def test_seed_read_from_config_when_results_lack_it(groups):
+    results = groups / "ce" / "seed1" / "results.json"
+    data = json.loads(results.read_text())
+    del data["seed"]
+    results.write_text(json.dumps(data))
+    (results.parent / "config.yaml").write_text("seed: 7\n")
+    assert _tool().load_run(results.parent).results["seed"] == 7
+
+
 def test_bad_folder_is_one_error_line(tmp_path):
     with pytest.raises(SystemExit, match="error: .* holds no finished runs"):
         _tool().load_entries([str(tmp_path)], group=True)

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 NUM_BINS = 15  # as vsd.engine.metrics.ClassificationMeter
@@ -93,7 +95,10 @@ def load_run(folder: Path) -> Run:
     if not results_path.is_file():
         raise SystemExit(f"error: {str(folder)!r} is not a finished run (no results.json); expected a folder "
                          "written by tools/train.py or tools/distill.py")
-    return Run(folder, json.loads(results_path.read_text()), read_summary(folder / "summary.csv"))
+    results = json.loads(results_path.read_text())
+    if "seed" not in results and (folder / "config.yaml").is_file():  # runs written before results.json had it
+        results["seed"] = (yaml.safe_load((folder / "config.yaml").read_text()) or {}).get("seed", "—")
+    return Run(folder, results, read_summary(folder / "summary.csv"))
 
 
 def load_entries(args: list[str], group: bool) -> list[Entry]:
