@@ -40,6 +40,13 @@ Engine choice (:func:`choose_backend`, used by ``distill.backend: auto``): the u
 estimated activation memory (:func:`unroll_bytes`) fits the budget and it wins a timed probe of the first
 iteration against the constant-memory engine.
 
+CPU memory (:func:`keep_freed_memory`, applied by the first engine call on CPU): glibc's malloc returns the
+freed top of its heap to the OS (``M_TRIM_THRESHOLD``) and serves large blocks with ``mmap`` that ``free`` unmaps;
+an unroll frees hundreds of MB of activations at the end of every iteration and allocates them again in the
+next, so each iteration page-faulted its whole activation memory back in (kernel time, ~15% of an iteration at
+digits size). Whether a given iteration did depended on which small block happened to sit at the top of the heap
+(any live tensor there blocks the trim). The engines therefore tell glibc once to keep freed memory for reuse.
+
 Labels are ``[N]`` class indices, or ``[N, K]`` learnable soft-label *logits* (targets ``softmax(labels)``, a
 DATM-style option). Deliberate differences from the official code: the denominators use the actual start point
 (after weight perturbation, as AST does); intermediate targets are matched at step
@@ -58,7 +65,9 @@ Example:
 """
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
+import platform
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -71,6 +80,27 @@ from vsd.distill.flat import FlatModel
 
 Target = Tuple[int, torch.Tensor]
 BACKENDS = ("unroll", "constant_memory", "higher")
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc <malloc.h> mallopt parameters
+_freed_memory_kept: Optional[bool] = None
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory in the process for reuse (once per process; True if in effect).
+
+    ``mallopt(M_TRIM_THRESHOLD, -1)`` stops it from giving the free top of the heap back to the OS, and
+    ``mallopt(M_MMAP_MAX, 0)`` serves large blocks from the heap too (``free`` would unmap an ``mmap``-ed block
+    at once); without both, memory freed at the end of an inner loop is handed back and page-faulted in again
+    (zero-filled by the kernel) in the next iteration. The process keeps its peak heap instead. No effect (False)
+    outside glibc (e.g. macOS, musl); process-wide, like any allocator setting.
+    """
+    global _freed_memory_kept
+    if _freed_memory_kept is None:
+        _freed_memory_kept = False
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+            if mallopt is not None:
+                _freed_memory_kept = bool(mallopt(_M_TRIM_THRESHOLD, -1)) and bool(mallopt(_M_MMAP_MAX, 0))
+    return _freed_memory_kept
 
 
 @dataclass
@@ -351,6 +381,8 @@ def batched_matching_grads(backend: str, fm: FlatModel, segments: Sequence[Segme
         raise ValueError(f"syn_lr must be a scalar tensor, got shape {tuple(syn_lr.shape)}")
     if backend != "higher" and inner_opt != "sgd":
         raise ValueError(f"inner_opt={inner_opt!r} needs backend='higher' (the flat engines run SGD with momentum)")
+    if images.device.type == "cpu":
+        keep_freed_memory()
     if len(segments) > 1 and (backend == "higher" or not vectorize):
         outs = [batched_matching_grads(backend, fm, [s], images, syn_lr, labels, augment, momentum, inner_opt)
                 for s in segments]
