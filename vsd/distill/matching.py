@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+import os
 import platform
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -430,6 +431,21 @@ def unroll_bytes(fm: FlatModel, segments: Sequence[Segment], images: torch.Tenso
         xb, yb = _inputs(x, y, plans, 0, augment)
         torch.autograd.grad(_step_loss(fm, w, xb, yb, scales), w, create_graph=True)
     return sum(seen.values()) * len(plans[0])
+
+
+def available_memory_bytes(device: Optional[torch.device] = None) -> int:
+    """Memory the unroll may use: free device memory on CUDA; on CPU the kernel's ``MemAvailable`` (free memory
+    plus the page cache it can drop), else the free pages (``SC_AVPHYS_PAGES``, which omit the page cache)."""
+    if device is not None and device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
 def choose_backend(call: Callable[[str], Grads], steps_bytes: Optional[int], budget_bytes: Optional[int],
