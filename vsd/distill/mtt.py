@@ -17,7 +17,7 @@ On CUDA the batched loop is always used; on CPU, where it measured faster at dig
 
 Engine (``backend``): ``unroll`` and ``constant_memory`` are exact and give the same numbers up to float
 rounding; ``auto`` (default) picks one on the first iteration: ``constant_memory`` when the unroll's estimated
-activation memory exceeds ``max_memory_gb`` (default: the free device memory on CUDA, the available RAM on
+activation memory exceeds ``max_memory_gb`` (default: the free device memory on CUDA, ``MemAvailable`` on
 CPU), else the faster of the two in a timed probe of that iteration (:func:`vsd.distill.matching.choose_backend`).
 The choice and its reason are logged, stored in the checkpoint (a resumed run keeps it, so resume stays exact)
 and in the results (``backend``, ``backend_reason``).
