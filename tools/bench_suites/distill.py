@@ -237,12 +237,12 @@ interleaved rounds in rotating, alternating order (2 rounds at CIFAR ipc 10, els
 spread, the peak bytes autograd keeps saved for backward, and the median user / system CPU seconds and minor page
 faults per iteration. `auto` = the engine the distiller's own choice (memory estimate against the available
 memory, then a timed probe of 4 iterations) takes on that problem; its row is that engine's time after the first
-iteration. Where the unroll's estimated activations exceed the available memory (CIFAR ipc 10 syn_steps 40:
-~26 GB on a 23 GB machine) neither it nor the baseline (which saves the same) is run, and the row says so.
-Batched rows: K trajectory segments per iteration as one vmap-ed inner loop vs one after another. Not in the grid
-(they need a GPU or more memory): CIFAR ipc 50 (500 images: ~65 GB of unroll activations at syn_steps 20 and
-an iteration of several CPU-minutes per engine even at constant memory), syn_steps 80 at CIFAR size; `GRID` in
-tools/bench_suites/distill.py lists the rows.
+iteration. Where 1.25x the unroll's estimated activations exceeds the available memory, neither it nor the
+baseline (which saves the same) is run, and the row says so (CIFAR ipc 10 syn_steps 40 is estimated at 11 GB,
+which fits 23 GB; its row takes ~20 CPU-minutes). Batched rows: K trajectory segments per iteration as one
+vmap-ed inner loop vs one after another. Not in the grid: CIFAR ipc 50 (500 images: ~28 GB of unroll
+activations at syn_steps 20, more than this machine has, and several CPU-minutes per iteration and engine),
+syn_steps 80 at CIFAR size; `GRID` in tools/bench_suites/distill.py lists the rows.
 """
 
 

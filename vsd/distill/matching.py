@@ -95,8 +95,9 @@ def keep_freed_memory() -> bool:
     otherwise happened at the end of an inner loop, the next iteration page-faulting the memory in again. Setting
     it freezes glibc's adaptive mmap threshold, so ``M_MMAP_THRESHOLD`` is set to glibc's largest, 32 MB (the
     value the adaptive one grows to): blocks above it are ``mmap``-ed and unmapped on free, as by default
-    (serving them from the heap too, ``M_MMAP_MAX=0``, removes their page faults as well, 1.3-2 s per CIFAR
-    ipc 10 iteration of ~4 s, but fragmented the heap: peak memory +10-30%). No effect (False) outside glibc
+    (serving them from the heap too, ``M_MMAP_MAX=0``, removes their page faults as well, 1.3-2 s of system
+    time per CIFAR ipc 10 syn_steps 3 iteration of ~4 s user time, but fragments the heap: peak memory +10-30%
+    there). No effect (False) outside glibc
     (e.g. macOS, musl); process-wide, like any allocator setting.
     """
     global _freed_memory_kept
@@ -484,10 +485,11 @@ def choose_backend(call: Callable[[str], Grads], steps_bytes: Optional[int], bud
     ``call(backend)`` computes one iteration's matching gradients; the two engines give the same numbers, so the
     probe's result is that iteration's result. When the unroll's estimated activation memory ``steps_bytes``
     (:func:`unroll_bytes`) times :data:`UNROLL_HEADROOM` (the final backward's temporaries on top of the saved
-    activations) exceeds ``budget_bytes`` the constant-memory engine is taken without timing; otherwise both engines are timed
-    on the same iteration in the order constant_memory, unroll, unroll, constant_memory (so warm-up and drifting
-    load hit both alike) and the faster total wins. Time is wall time on CUDA (synchronised) and this process's
-    CPU time on CPU, which other processes' load on shared cores does not inflate.
+    activations) exceeds ``budget_bytes`` the constant-memory engine is taken without timing; otherwise both
+    engines are timed on the same iteration in the order constant_memory, unroll, unroll, constant_memory (so
+    warm-up and drifting load hit both alike) and the faster total wins. Time is wall time on CUDA
+    (synchronised) and this process's CPU time on CPU, which other processes' load on shared cores does not
+    inflate.
     """
     gb = 2 ** 30
     if steps_bytes is not None and budget_bytes is not None and steps_bytes * UNROLL_HEADROOM > budget_bytes:
