@@ -18,6 +18,7 @@ vmap-ed inner loop vs one after another, per-trajectory time ratio.
 from __future__ import annotations
 
 import copy
+import resource
 import statistics
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -29,27 +30,35 @@ from torch import nn
 from bench_suites._common import row
 from vsd.distill.augment import DSA
 from vsd.distill.flat import FlatModel
-from vsd.distill.matching import Segment, batched_matching_grads, choose_backend, make_plan, matching_grads
+from vsd.distill.matching import (Segment, available_memory_bytes, batched_matching_grads, choose_backend,
+                                  make_plan, matching_grads, unroll_bytes)
 from vsd.models import create_model
 
 SUITE = "distill"
 
 
 class _Live:
-    """A saved tensor's stand-in that subtracts its bytes from the live count when autograd drops it."""
+    """A saved tensor's stand-in; when autograd drops the last stand-in of a storage, its bytes leave the count."""
 
-    def __init__(self, t: torch.Tensor, counter: Dict[str, int]) -> None:
-        self.t, self.counter, self.nbytes = t, counter, t.numel() * t.element_size()
-        counter["live"] += self.nbytes
-        counter["peak"] = max(counter["peak"], counter["live"])
+    def __init__(self, t: torch.Tensor, counter: Dict[Any, int]) -> None:
+        self.t, self.counter = t, counter
+        self.key = t.untyped_storage().data_ptr()
+        if counter.get(("refs", self.key), 0) == 0:
+            counter[("bytes", self.key)] = t.untyped_storage().nbytes()
+            counter["live"] += counter[("bytes", self.key)]
+            counter["peak"] = max(counter["peak"], counter["live"])
+        counter[("refs", self.key)] = counter.get(("refs", self.key), 0) + 1
 
     def __del__(self) -> None:
-        self.counter["live"] -= self.nbytes
+        self.counter[("refs", self.key)] -= 1
+        if self.counter[("refs", self.key)] == 0:
+            self.counter["live"] -= self.counter.pop(("bytes", self.key))
 
 
 def live_saved_peak(fn: Callable[[], Any]) -> int:
-    """Peak bytes of tensors saved for backward and alive at the same time while ``fn`` runs."""
-    counter = {"live": 0, "peak": 0}
+    """Peak bytes of the distinct storages saved for backward and alive at the same time while ``fn`` runs (a
+    storage that several autograd nodes save, or views of, counts once)."""
+    counter: Dict[Any, int] = {"live": 0, "peak": 0}
     with torch.autograd.graph.saved_tensors_hooks(lambda t: _Live(t, counter), lambda live: live.t):
         fn()
     return counter["peak"]
@@ -120,18 +129,31 @@ def _clock() -> float:
     return time.process_time()
 
 
-def _rounds(calls: Dict[str, Callable[[], Any]], repeats: int) -> Dict[str, List[float]]:
+def _rounds(calls: Dict[str, Callable[[], Any]], repeats: int,
+            usage: Optional[Dict[str, List[Tuple[float, float, int]]]] = None) -> Dict[str, List[float]]:
     """Seconds per call over ``repeats`` rounds; the order is rotated every round and reversed every other round,
-    so no case always runs right after the same other case."""
+    so no case always runs right after the same other case. ``usage`` collects each call's (user s, system s,
+    minor page faults) of this process."""
     names = list(calls)
     times: Dict[str, List[float]] = {n: [] for n in names}
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in (order[::-1] if r % 2 else order):
+            before = resource.getrusage(resource.RUSAGE_SELF)
             start = _clock()
             calls[n]()
             times[n].append(_clock() - start)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            if usage is not None:
+                usage.setdefault(n, []).append((after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime,
+                                                after.ru_minflt - before.ru_minflt))
     return times
+
+
+def _usage(usage: Dict[str, List[Tuple[float, float, int]]], name: str) -> str:
+    """Median user / system seconds and minor page faults per call."""
+    med = [statistics.median(u[i] for u in usage[name]) for i in range(3)]
+    return f"{med[0]:.3g}/{med[1]:.2g} s, {med[2]:.0f} page faults"
 
 
 def _ratio(times: Dict[str, List[float]], name: str, base: str) -> Tuple[float, float, float]:
@@ -150,17 +172,34 @@ def engine_rows(case: str, spec: Dict[str, Any], repeats: int) -> List[Dict]:
         "constant_memory": lambda: matching_grads("constant_memory", fm, seg.w0, seg.targets, images, lr, labels,
                                                   seg.plan, aug),
     }
+    need = unroll_bytes(fm, [seg], images, labels, aug)  # the distiller's estimate, against what is free now
+    budget = available_memory_bytes(images.device)
+    gb = 2 ** 30
+    if need > budget:  # the unroll (and the baseline, which saves the same) cannot run: say so, time the other
+        auto, _, reason = choose_backend(lambda b: None, need, budget)  # decided on memory, nothing is timed
+        calls = {"constant_memory": calls["constant_memory"]}
     mem = {n: live_saved_peak(c) for n, c in calls.items()}  # also the warm-up round
-    times = _rounds(calls, repeats)
-    auto, _, reason = choose_backend(lambda b: calls[b](), steps_bytes=None, budget_bytes=None)
+    usage: Dict[str, List[Tuple[float, float, int]]] = {}
+    times = _rounds(calls, repeats, usage)
+    if "baseline" not in calls:
+        return [row(SUITE, case, "s/iteration: constant_memory (flat unroll and unroll do not fit)",
+                    statistics.median(times["constant_memory"]), None,
+                    notes=f"unroll and baseline would keep ~{need / gb:.1f} GB of activations, "
+                          f"{budget / gb:.1f} GB available; peak saved MB {mem['constant_memory'] / 2**20:.0f}; "
+                          f"user/sys {_usage(usage, 'constant_memory')}; auto picks {auto} ({reason})")]
+    auto, _, reason = choose_backend(lambda b: calls[b](), need, budget)
     rows = []
     for name in ("unroll", "constant_memory"):
         med, lo, hi = _ratio(times, name, "baseline")
         rows.append(row(SUITE, case, f"s/iteration: {name} vs flat unroll", statistics.median(times[name]),
                         statistics.median(times["baseline"]),
                         notes=f"speed-up x{med:.2f} (rounds {lo:.2f}-{hi:.2f}); peak saved MB "
-                              f"{mem[name] / 2**20:.0f} vs {mem['baseline'] / 2**20:.0f}"))
-    rows[-1]["notes"] += f"; auto picks {auto} ({reason})"
+                              f"{mem[name] / 2**20:.0f} vs {mem['baseline'] / 2**20:.0f}; user/sys "
+                              f"{_usage(usage, name)} vs {_usage(usage, 'baseline')}"))
+    med, lo, hi = _ratio(times, auto, "baseline")
+    rows.append(row(SUITE, case, f"s/iteration: auto ({auto}) vs flat unroll", statistics.median(times[auto]),
+                    statistics.median(times["baseline"]),
+                    notes=f"speed-up x{med:.2f} (rounds {lo:.2f}-{hi:.2f}), after its first iteration; {reason}"))
     return rows
 
 
@@ -180,36 +219,43 @@ def batched_rows(case: str, spec: Dict[str, Any], k: int, backend: str, repeats:
 CIFAR = dict(model="convnet_d3", width=128, chans=3, size=32)
 DIGITS = dict(model="convnet_d2", width=32, chans=1, size=16)
 
-# (kind, ipc, syn_steps, DSA, K, backend): the documented subset of the paper grid that fits a loaded 2-core CPU
-# (a CIFAR ipc 10 iteration takes minutes there); on a GPU add the rest (CIFAR ipc 10/50, syn_steps 40/80)
-GRID = [("digits", 1, 20, True, 1, None), ("digits", 1, 20, True, 2, "unroll"), ("digits", 1, 20, True, 4, "unroll"),
-        ("digits", 1, 20, True, 4, "constant_memory"), ("digits", 1, 80, True, 1, None),
-        ("digits", 10, 20, True, 1, None), ("cifar", 1, 20, True, 1, None), ("cifar", 1, 20, False, 1, None),
-        ("cifar", 1, 10, True, 4, "constant_memory")]
+# (kind, ipc, syn_steps, DSA, K, backend, rounds): the subset of the paper grid that a loaded 2-core CPU runs in
+# about an hour; the rest (CIFAR ipc 50, syn_steps 80, the unroll at ipc 10 syn_steps 40) needs a GPU
+GRID = [("digits", 1, 20, True, 1, None, 3), ("digits", 1, 20, True, 2, "unroll", 3),
+        ("digits", 1, 20, True, 4, "unroll", 3), ("digits", 1, 20, True, 4, "constant_memory", 3),
+        ("digits", 1, 80, True, 1, None, 3), ("digits", 10, 20, True, 1, None, 3),
+        ("cifar", 1, 20, True, 1, None, 3), ("cifar", 1, 20, False, 1, None, 3),
+        ("cifar", 1, 10, True, 4, "constant_memory", 3), ("cifar", 10, 20, True, 1, None, 2),
+        ("cifar", 10, 40, True, 1, None, 2)]
 
 NOTES = """
 Baseline (1.0x): a straightforward flat-parameter unroll written in the suite (the network's weights are views of
 one flat vector, re-pointed every step, MTT-style), same problem, minibatches and DSA draws. `value` and
 `baseline` are medians of s/iteration (or s/trajectory; process CPU time on CPU, wall time on CUDA) over
-interleaved rounds in rotating, alternating order; `ratio` =
-time ratio (< 1 = faster); notes give the speed-up as the median of per-round ratios and its min-max spread, and
-the peak bytes autograd keeps saved for backward. `auto picks` = the engine the distiller's own timed probe chose
-on that problem. Batched rows: K trajectory segments per iteration as one vmap-ed inner loop vs one after another.
-The grid is a subset of the paper's (ConvNet-D3 w128, 32 px, instance norm, 10 classes): on 2 shared CPU cores
-one CIFAR ipc 1 row takes about 10 minutes and an ipc 10 iteration minutes of CPU, so CIFAR syn_steps 40 and 80,
-ipc 10 and ipc 50 are not in it (`GRID` in tools/bench_suites/distill.py lists the rows; add them on a GPU).
+interleaved rounds in rotating, alternating order (2 rounds at CIFAR ipc 10, else 3, after a warm-up round);
+`ratio` = time ratio (< 1 = faster); notes give the speed-up as the median of per-round ratios and its min-max
+spread, the peak bytes autograd keeps saved for backward, and the median user / system CPU seconds and minor page
+faults per iteration. `auto` = the engine the distiller's own choice (memory estimate against the available
+memory, then a timed probe of 4 iterations) takes on that problem; its row is that engine's time after the first
+iteration. Where 1.25x the unroll's estimated activations exceeds the available memory, neither it nor the
+baseline (which saves the same) is run, and the row says so (CIFAR ipc 10 syn_steps 40 is estimated at 11 GB,
+which fits 23 GB; its row takes ~20 CPU-minutes). Batched rows: K trajectory segments per iteration as one
+vmap-ed inner loop vs one after another. Not in the grid: CIFAR ipc 50 (500 images: ~28 GB of unroll
+activations at syn_steps 20, more than this machine has, and several CPU-minutes per iteration and engine),
+syn_steps 80 at CIFAR size; `GRID` in tools/bench_suites/distill.py lists the rows.
 """
 
 
 def run(quick: bool = False) -> List[Dict]:
     where = f"CPU {torch.get_num_threads()} thread(s)" if not torch.cuda.is_available() else "CUDA"
     rows: List[Dict] = []
-    for kind, ipc, steps, dsa, k, backend in GRID[:2] if quick else GRID:
+    for kind, ipc, steps, dsa, k, backend, rounds in GRID[:2] if quick else GRID:
         spec = dict(CIFAR if kind == "cifar" else DIGITS, ipc=ipc, steps=steps, dsa=dsa)
         net = "CIFAR ConvNet-D3 w128 32px" if kind == "cifar" else "digits ConvNet-D2 w32 16px"
         case = f"{net}, ipc {ipc}, syn_steps {steps}, DSA {'on' if dsa else 'off'} ({where})"
         start = time.time()
-        rows += engine_rows(case, spec, 2 if quick else 3) if k == 1 else batched_rows(case, spec, k, backend, 3)
+        rounds = 2 if quick else rounds
+        rows += engine_rows(case, spec, rounds) if k == 1 else batched_rows(case, spec, k, backend, rounds)
         rows[-1]["notes"] += f"; measured in {time.time() - start:.0f} s"
     return rows
 

@@ -40,6 +40,13 @@ Engine choice (:func:`choose_backend`, used by ``distill.backend: auto``): the u
 estimated activation memory (:func:`unroll_bytes`) fits the budget and it wins a timed probe of the first
 iteration against the constant-memory engine.
 
+CPU memory (:func:`keep_freed_memory`, applied by the first engine call on CPU): glibc's malloc gives the free
+top of its heap back to the OS once it exceeds a threshold that adapts to the largest freed block; an unroll frees
+hundreds of MB of activations at the end of every iteration and allocates them again in the next, so an iteration
+page-faulted (kernel zero-fill) much of its activation memory back in: ~15% of an iteration at digits size.
+Whether a given iteration did depended on which small block happened to sit at the top of the heap (any live
+tensor there blocks the trim). The engines therefore turn the trim off once.
+
 Labels are ``[N]`` class indices, or ``[N, K]`` learnable soft-label *logits* (targets ``softmax(labels)``, a
 DATM-style option). Deliberate differences from the official code: the denominators use the actual start point
 (after weight perturbation, as AST does); intermediate targets are matched at step
@@ -58,7 +65,10 @@ Example:
 """
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
+import os
+import platform
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -71,6 +81,34 @@ from vsd.distill.flat import FlatModel
 
 Target = Tuple[int, torch.Tensor]
 BACKENDS = ("unroll", "constant_memory", "higher")
+# the unroll's peak over its saved activations (final backward's temporaries; measured 1.1-1.3x on CPU)
+UNROLL_HEADROOM = 1.25
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h> mallopt parameters
+_MMAP_THRESHOLD_MAX = 32 * 2 ** 20  # glibc's largest (64-bit)
+_freed_memory_kept: Optional[bool] = None
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory in the process for reuse (once per process; True if in effect).
+
+    ``mallopt(M_TRIM_THRESHOLD, -1)`` stops it from giving the free top of the heap back to the OS, which
+    otherwise happened at the end of an inner loop, the next iteration page-faulting the memory in again. Setting
+    it freezes glibc's adaptive mmap threshold, so ``M_MMAP_THRESHOLD`` is set to glibc's largest, 32 MB (the
+    value the adaptive one grows to): blocks above it are ``mmap``-ed and unmapped on free, as by default
+    (serving them from the heap too, ``M_MMAP_MAX=0``, removes their page faults as well, 1.3-2 s of system
+    time per CIFAR ipc 10 syn_steps 3 iteration of ~4 s user time, but fragments the heap: peak memory +10-30%
+    there). No effect (False) outside glibc
+    (e.g. macOS, musl); process-wide, like any allocator setting.
+    """
+    global _freed_memory_kept
+    if _freed_memory_kept is None:
+        _freed_memory_kept = False
+        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+            mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+            if mallopt is not None:
+                _freed_memory_kept = (bool(mallopt(_M_TRIM_THRESHOLD, -1))
+                                      and bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)))
+    return _freed_memory_kept
 
 
 @dataclass
@@ -351,6 +389,8 @@ def batched_matching_grads(backend: str, fm: FlatModel, segments: Sequence[Segme
         raise ValueError(f"syn_lr must be a scalar tensor, got shape {tuple(syn_lr.shape)}")
     if backend != "higher" and inner_opt != "sgd":
         raise ValueError(f"inner_opt={inner_opt!r} needs backend='higher' (the flat engines run SGD with momentum)")
+    if images.device.type == "cpu":
+        keep_freed_memory()
     if len(segments) > 1 and (backend == "higher" or not vectorize):
         outs = [batched_matching_grads(backend, fm, [s], images, syn_lr, labels, augment, momentum, inner_opt)
                 for s in segments]
@@ -380,7 +420,10 @@ def unroll_bytes(fm: FlatModel, segments: Sequence[Segment], images: torch.Tenso
                  augment: Optional[DSA] = None, vectorize: bool = True) -> int:
     """Estimated activation bytes of the ``unroll`` engine: the distinct storages autograd saves for one inner
     step with ``create_graph=True`` (the first step, all segments at once when ``vectorize``) times the number
-    of steps; the unroll keeps every step's graph until the final backward."""
+    of steps; the unroll keeps every step's graph until the final backward. Measured on CPU: the per-step growth
+    of the real unroll's saved storages within 5%; the process's heap peak exceeds the estimate by the final
+    backward's temporaries (CIFAR ConvNet-D3 ipc 1: +0.04 GB at 8 steps; digits ipc 10: +0.09 GB). DSA's share
+    varies with the family drawn for each step (a few percent at CIFAR size)."""
     seen: Dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -400,21 +443,59 @@ def unroll_bytes(fm: FlatModel, segments: Sequence[Segment], images: torch.Tenso
     return sum(seen.values()) * len(plans[0])
 
 
+def _heap_free_bytes() -> int:
+    """Free bytes inside this process's glibc heap (``mallinfo2().fordblks``): memory that
+    :func:`keep_freed_memory` kept, which the OS does not count as available but this process reuses first."""
+    if not keep_freed_memory():
+        return 0
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                         "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    mallinfo2 = getattr(ctypes.CDLL(None), "mallinfo2", None)
+    if mallinfo2 is None:
+        return 0
+    mallinfo2.restype = MallInfo2
+    return int(mallinfo2().fordblks)
+
+
+def available_memory_bytes(device: Optional[torch.device] = None) -> int:
+    """Memory the unroll may use: free device memory on CUDA; on CPU the kernel's ``MemAvailable`` (free memory
+    plus the page cache it can drop; else the free pages, ``SC_AVPHYS_PAGES``) plus the free memory kept in this
+    process's heap."""
+    if device is not None and device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    return available + _heap_free_bytes()
+
+
 def choose_backend(call: Callable[[str], Grads], steps_bytes: Optional[int], budget_bytes: Optional[int],
                    device: Optional[torch.device] = None) -> Tuple[str, Grads, str]:
     """Pick ``'unroll'`` or ``'constant_memory'`` for a run: ``(backend, result of call(backend), reason)``.
 
     ``call(backend)`` computes one iteration's matching gradients; the two engines give the same numbers, so the
     probe's result is that iteration's result. When the unroll's estimated activation memory ``steps_bytes``
-    exceeds ``budget_bytes`` the constant-memory engine is taken without timing; otherwise both engines are timed
-    on the same iteration in the order constant_memory, unroll, unroll, constant_memory (so warm-up and drifting
-    load hit both alike) and the faster total wins. Time is wall time on CUDA (synchronised) and this process's
-    CPU time on CPU, which other processes' load on shared cores does not inflate.
+    (:func:`unroll_bytes`) times :data:`UNROLL_HEADROOM` (the final backward's temporaries on top of the saved
+    activations) exceeds ``budget_bytes`` the constant-memory engine is taken without timing; otherwise both
+    engines are timed on the same iteration in the order constant_memory, unroll, unroll, constant_memory (so
+    warm-up and drifting load hit both alike) and the faster total wins. Time is wall time on CUDA
+    (synchronised) and this process's CPU time on CPU, which other processes' load on shared cores does not
+    inflate.
     """
     gb = 2 ** 30
-    if steps_bytes is not None and budget_bytes is not None and steps_bytes > budget_bytes:
+    if steps_bytes is not None and budget_bytes is not None and steps_bytes * UNROLL_HEADROOM > budget_bytes:
         return "constant_memory", call("constant_memory"), (
-            f"unroll would need ~{steps_bytes / gb:.2f} GB of activations > budget {budget_bytes / gb:.2f} GB")
+            f"unroll would need ~{steps_bytes / gb:.2f} GB of activations (x{UNROLL_HEADROOM} with the backward's "
+            f"temporaries) > budget {budget_bytes / gb:.2f} GB")
     best, result, reason = time_options(call, ("constant_memory", "unroll"), device)
     memory = "" if steps_bytes is None else f"; unroll ~{steps_bytes / gb:.2f} GB of activations" + (
         "" if budget_bytes is None else f" within budget {budget_bytes / gb:.2f} GB")

@@ -17,7 +17,7 @@ On CUDA the batched loop is always used; on CPU, where it measured faster at dig
 
 Engine (``backend``): ``unroll`` and ``constant_memory`` are exact and give the same numbers up to float
 rounding; ``auto`` (default) picks one on the first iteration: ``constant_memory`` when the unroll's estimated
-activation memory exceeds ``max_memory_gb`` (default: the free device memory on CUDA, the available RAM on
+activation memory exceeds ``max_memory_gb`` (default: the free device memory on CUDA, ``MemAvailable`` on
 CPU), else the faster of the two in a timed probe of that iteration (:func:`vsd.distill.matching.choose_backend`).
 The choice and its reason are logged, stored in the checkpoint (a resumed run keeps it, so resume stays exact)
 and in the results (``backend``, ``backend_reason``).
@@ -41,7 +41,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +57,8 @@ from vsd.distill.evaluate import accuracy, evaluate_set, recalibrate_batchnorm, 
 from vsd.distill.experts import ExpertSpec, buffer_identity, build_buffer, conv_slices, load_buffer, perturb_weights
 from vsd.distill.export import export_imagefolder, save_class_grids, save_distilled, to_display
 from vsd.distill.flat import FlatModel
-from vsd.distill.matching import (BACKENDS, Segment, batched_matching_grads, choose_backend, make_plan,
-                                  time_options, unroll_bytes)
+from vsd.distill.matching import (BACKENDS, Segment, available_memory_bytes, batched_matching_grads,
+                                  choose_backend, make_plan, time_options, unroll_bytes)
 from vsd.distill.precision import autocast_dtype, dtype_name
 from vsd.distill.registry import register_distiller
 from vsd.distill.state import allreduce_mean, load_progress, run_device, save_progress
@@ -355,10 +354,7 @@ class Matcher:
         """Bytes ``auto`` may give the unroll: ``max_memory_gb``, else free CUDA memory or available RAM."""
         if self.d.max_memory_gb:
             return int(self.d.max_memory_gb * 2 ** 30)
-        device = self.images.device
-        if device.type == "cuda":
-            return int(torch.cuda.mem_get_info(device)[0])
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        return available_memory_bytes(self.images.device)
 
     def batching(self) -> str:
         """How the trajectories of one iteration run: ``'vmap'`` or ``'sequential'``."""
