@@ -106,6 +106,35 @@ def test_bad_input(tmp_path):
         run_distiller(_cfg(tmp_path, "distill.lr_teacher=-0.01"), tmp_path / "x")
 
 
+def test_cross_architecture_models_get_their_own_kwargs_and_a_random_baseline(tmp_path, monkeypatch):
+    """eval_models are built with eval_model_kwargs (not the ConvNet's net_width, which a ResNet refuses) and
+    get the random real subset too; both sets train the same number of networks with the same arguments."""
+    import vsd.models
+
+    built = []
+    real = vsd.models.create_network
+
+    def record(name, kwargs, *args):
+        built.append((name, dict(kwargs)))
+        return real(name, kwargs, *args)
+
+    monkeypatch.setattr(vsd.models, "create_network", record)
+    plain = run_distiller(_cfg(tmp_path, "distill.iterations=1", "distill.eval_nets=1", "distill.eval_epochs=1",
+                               "distill.eval_models=[resnet32_cifar]"), tmp_path / "plain")
+    assert "eval_distilled@resnet32_cifar" in plain and [k for n, k in built if n == "resnet32_cifar"] == [{}] * 2
+    built.clear()
+    kwargs = {"layers": [1, 1, 1], "widths": [4, 4, 8]}
+    out = run_distiller(_cfg(tmp_path, "distill.iterations=1", "distill.eval_nets=2", "distill.eval_epochs=1",
+                             "distill.eval_models=[resnet32_cifar]",
+                             f"distill.eval_model_kwargs={{resnet32_cifar: {kwargs}}}"), tmp_path / "x")
+    assert len(out["eval_distilled@resnet32_cifar"]["accs"]) == 2
+    assert len(out["eval_random_real@resnet32_cifar"]["accs"]) == 2
+    assert [k for n, k in built if n == "resnet32_cifar"] == [kwargs] * 4
+    assert all(k == {"net_width": 4} for n, k in built if n == "convnet_d1")
+    with pytest.raises(ValueError, match="not in distill.eval_models"):
+        run_distiller(_cfg(tmp_path, "distill.eval_model_kwargs={vit_tiny_patch4_32: {depth: 1}}"), tmp_path / "y")
+
+
 def test_buffer_for_another_model_is_refused(tmp_path):
     run_distiller(_cfg(tmp_path, "distill.iterations=0"), tmp_path / "ok")
     folder = next((tmp_path / "buffers").iterdir())

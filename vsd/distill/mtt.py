@@ -114,6 +114,7 @@ class MTTConfig(DistillConfig):
     eval_epochs: int = 1000
     eval_batch_size: int = 256
     eval_models: List[str] = field(default_factory=list)
+    eval_model_kwargs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     eval_random_baseline: bool = True
     eval_full_data_epochs: int = 0
     export_imagefolder: bool = True
@@ -147,6 +148,11 @@ def _validate(d: MTTConfig, epochs_available: int) -> None:
         (0.0 <= d.inner_momentum < 1.0, f"distill.inner_momentum must be in [0, 1), got {d.inner_momentum}"),
         (d.num_trajectories >= 1, f"distill.num_trajectories must be >= 1, got {d.num_trajectories}"),
         (d.eval_nets >= 0 and d.eval_epochs >= 1, "distill.eval_nets must be >= 0 and eval_epochs >= 1"),
+        (set(d.eval_model_kwargs) <= set(d.eval_models),
+         f"distill.eval_model_kwargs names models {sorted(set(d.eval_model_kwargs) - set(d.eval_models))} that are "
+         f"not in distill.eval_models {d.eval_models}"),
+        (all(isinstance(v, dict) for v in d.eval_model_kwargs.values()),
+         "distill.eval_model_kwargs must map a model name to a dict of its keyword arguments"),
     ]
     for ok, message in checks:
         if not ok:
@@ -176,11 +182,13 @@ class Problem:
 
 
 def model_factory(name: str, kwargs: Dict[str, Any], info: Any) -> Callable[..., nn.Module]:
-    """A builder of fresh networks for this data set (``img_size`` passed when accepted)."""
+    """A builder of fresh networks for this data set (``img_size`` passed when accepted): ``make()`` is the
+    run's model with ``kwargs``; ``make(other, other_kwargs)`` another architecture with its own arguments."""
     from vsd.models import create_network
 
-    def make(model_name: str = name) -> nn.Module:
-        return create_network(model_name, kwargs, info.num_classes, info.in_chans, info.image_size)
+    def make(model_name: str = name, model_kwargs: Optional[Dict[str, Any]] = None) -> nn.Module:
+        chosen = kwargs if model_kwargs is None else model_kwargs
+        return create_network(model_name, chosen, info.num_classes, info.in_chans, info.image_size)
 
     return make
 
@@ -509,7 +517,13 @@ def evaluate_all(cfg: Config, problem: Problem, images: torch.Tensor, targets: t
                  augment: Optional[DSA], say: Callable[[str], None]) -> Dict[str, Any]:
     """The distilled set, the random real subset at the same ipc (lr ``lr_teacher``), the full training set
     (``eval_full_data_epochs`` > 0, lr ``lr_teacher``) and the cross-architecture models, each with
-    ``eval_nets`` fresh networks and the same protocol."""
+    ``eval_nets`` fresh networks and the same protocol.
+
+    Cross-architecture (MTT's ``eval_mode``): each model of ``eval_models`` is built with
+    ``eval_model_kwargs[name]`` (its own defaults when absent; the distillation model's ``model.kwargs`` are not
+    passed on, as they rarely fit another architecture) and trained on the distilled set with the learned
+    ``syn_lr`` (``distilled@name``) and, with ``eval_random_baseline``, on the same random real subset with
+    ``lr_teacher`` (``random_real@name``)."""
     d: MTTConfig = cfg.distill
     out: Dict[str, Any] = {}
     if d.eval_nets == 0:
@@ -523,7 +537,8 @@ def evaluate_all(cfg: Config, problem: Problem, images: torch.Tensor, targets: t
         x, y = problem.train
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         rx, ry = syn_init.random_real(x, y, problem.info.num_classes, d.ipc, gen)
-        out["random_real"] = evaluate_set(problem.make_model, rx, ry.to(x.device), *test, lr=d.lr_teacher, **common)
+        ry = ry.to(x.device)
+        out["random_real"] = evaluate_set(problem.make_model, rx, ry, *test, lr=d.lr_teacher, **common)
         say(f"random real: {out['random_real']['mean']:.2f} +- {out['random_real']['std']:.2f}")
     if d.eval_full_data_epochs > 0:
         x, y = problem.train
@@ -531,9 +546,12 @@ def evaluate_all(cfg: Config, problem: Problem, images: torch.Tensor, targets: t
         out["full_data"] = evaluate_set(problem.make_model, x, y, *test, lr=d.lr_teacher, **full)
         say(f"full data: {out['full_data']['mean']:.2f} +- {out['full_data']['std']:.2f}")
     for name in d.eval_models:
-        make = lambda name=name: problem.make_model(name)  # noqa: E731
+        make = lambda name=name: problem.make_model(name, d.eval_model_kwargs.get(name, {}))  # noqa: E731
         out[f"distilled@{name}"] = evaluate_set(make, images, targets, *test, lr=syn_lr, **common)
         say(f"distilled on {name}: {out[f'distilled@{name}']['mean']:.2f}")
+        if d.eval_random_baseline:
+            out[f"random_real@{name}"] = evaluate_set(make, rx, ry, *test, lr=d.lr_teacher, **common)
+            say(f"random real on {name}: {out[f'random_real@{name}']['mean']:.2f}")
     return out
 
 
