@@ -115,8 +115,10 @@ def test_cross_architecture_models_get_their_own_kwargs_and_a_random_baseline(tm
     real = vsd.models.create_network
 
     def record(name, kwargs, *args):
-        built.append((name, dict(kwargs)))
-        return real(name, kwargs, *args)
+        net = real(name, kwargs, *args)
+        if next(net.parameters()).device.type != "meta":  # the up-front meta-device check is not an evaluation
+            built.append((name, dict(kwargs)))
+        return net
 
     monkeypatch.setattr(vsd.models, "create_network", record)
     plain = run_distiller(_cfg(tmp_path, "distill.iterations=1", "distill.eval_nets=1", "distill.eval_epochs=1",
@@ -212,3 +214,11 @@ def test_ddp_two_ranks_share_experts_and_gradients(tmp_path):
     assert len(list(folder.glob("expert_*.safetensors"))) == 4
     tensors, meta = load_distilled(tmp_path / "out")
     assert meta["iterations"] == 2 and torch.isfinite(tensors["images"]).all()
+
+
+def test_unfit_eval_model_kwargs_refused_before_any_compute(tmp_path):
+    cfg = _cfg(tmp_path, "distill.eval_models=[resnet32_cifar]",
+               "distill.eval_model_kwargs={resnet32_cifar: {net_width: 4}}")
+    with pytest.raises(ValueError, match="'resnet32_cifar' with eval_model_kwargs .* cannot be built"):
+        run_distiller(cfg, tmp_path / "bad")
+    assert not (tmp_path / "buffers").exists()  # no expert was trained

@@ -556,6 +556,18 @@ def evaluate_all(cfg: Config, problem: Problem, images: torch.Tensor, targets: t
 
 
 # ------------------------------------------------------------------------------------------------ entry
+def _check_eval_models(d: MTTConfig, problem: Problem) -> None:
+    """Build every cross-architecture evaluation model on the meta device before any compute, so a name or an
+    ``eval_model_kwargs`` entry that does not fit fails now, not after the distillation."""
+    for name in d.eval_models:
+        try:
+            with torch.device("meta"):
+                problem.make_model(name, d.eval_model_kwargs.get(name, {}))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"distill.eval_models: {name!r} with eval_model_kwargs "
+                             f"{d.eval_model_kwargs.get(name, {})!r} cannot be built: {err}") from None
+
+
 @register_distiller("mtt", MTTConfig)
 def distill_mtt(cfg: Config, out_dir: Path) -> Dict[str, Any]:
     """Run MTT from ``cfg`` into ``out_dir`` and return the results (see the module docstring)."""
@@ -564,6 +576,7 @@ def distill_mtt(cfg: Config, out_dir: Path) -> Dict[str, Any]:
     device, env = run_device(cfg.train.device)
     problem = load_problem(cfg, device)
     _validate(d, d.expert_train_epochs)
+    _check_eval_models(d, problem)
     info = problem.info
     syn_init.check_ipc(problem.train[1], info.num_classes, d.ipc, list(info.classes))
     say = _printer(d.progress and env.is_main)
