@@ -1,6 +1,5 @@
 """Trajectory matching: the three engines agree, the loss matches a hand computation, gradients match finite
 differences."""
-import os
 import platform
 import resource
 import sys
@@ -278,30 +277,3 @@ def test_unroll_bytes_predicts_the_unrolls_saved_memory():
         estimate[steps] = unroll_bytes(fm, [seg], x, y, aug)
         assert 0.85 * peak[steps] <= estimate[steps] <= peak[steps], (steps, estimate, peak)
     assert abs((estimate[16] - estimate[8]) / (peak[16] - peak[8]) - 1) < 0.05, (estimate, peak)
-
-
-def test_available_memory_reads_memavailable(monkeypatch):
-    """On CPU the budget is /proc/meminfo's MemAvailable (free + droppable page cache), not the free pages only;
-    without /proc it falls back to the free pages."""
-    import io
-
-    meminfo = "MemTotal:       24000000 kB\nMemFree:         1000000 kB\nMemAvailable:   20000000 kB\n"
-    monkeypatch.setattr(matching, "open", lambda path: io.StringIO(meminfo), raising=False)
-    monkeypatch.setattr(matching, "_heap_free_bytes", lambda: 0)
-    assert matching.available_memory_bytes() == 20000000 * 1024
-
-    def missing(path):
-        raise OSError("no /proc")
-
-    monkeypatch.setattr(matching, "open", missing, raising=False)
-    assert matching.available_memory_bytes() == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-
-
-@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"), reason="glibc only")
-def test_memory_kept_in_the_heap_counts_as_available():
-    """Blocks freed into the kept heap are free to this process though the OS no longer counts them available."""
-    keep_freed_memory()
-    before = matching._heap_free_bytes()
-    blocks = [torch.ones(4 * 2 ** 20) for _ in range(before // 2 ** 24 + 4)]  # 16 MB each, 64 MB over what is free
-    del blocks
-    assert matching._heap_free_bytes() >= before + 48 * 2 ** 20

@@ -6,20 +6,29 @@ inner step re-points every layer's weight at a view of the current flat vector, 
 gradient with ``create_graph=True`` and appends ``w - syn_lr * g`` to the list of student parameters; the matching
 loss is then back-propagated through the whole list. Same problem, minibatches and DSA draws as the engines.
 
-Rows (one per problem size): seconds per outer iteration of the baseline, ``unroll`` and ``constant_memory``,
-timed interleaved in rotating, alternating order (``repeats`` rounds after one warm-up round; CPU time of the
-process on CPU, so that other processes' load on shared cores does not count), reported as the median of the
-per-round ratios to the baseline with their min-max spread; peak memory = peak live bytes autograd keeps saved
-for backward (counted with ``torch.autograd.graph.saved_tensors_hooks`` during the warm-up round, CPU) or the
-CUDA allocator peak. ``auto`` is the engine that the distiller's own probe
-(:func:`vsd.distill.matching.choose_backend`) picks on that problem. Batched rows: K segments per iteration as one
-vmap-ed inner loop vs one after another, per-trajectory time ratio.
+Rows (one per problem size): seconds per outer iteration of the baseline, ``unroll``, ``constant_memory`` and
+``auto``, each in a Python process of its own (allocator state is per process: in one process the heap one engine
+leaves behind serves the next one's large blocks, which hides what each costs where it runs alone): the
+baseline as a plain script runs it (glibc's defaults), the engines as the distiller runs them (the unroll with
+the CPU large-block policy of :mod:`vsd.distill.cpu_memory`; ``auto`` with that policy and the distiller's own
+probe, :func:`vsd.distill.matching.choose_backend`, then its pick). Per process one warm-up call, then ``repeats``
+timed calls (CPU time of the process on CPU, so that other processes' load on shared cores does not count);
+``passes`` processes per engine, every other pass in reverse order. Reported: the ratio of the medians to the
+baseline's, with the range over all (baseline, engine) call pairs, user / system seconds and page faults per
+call, the process's peak RSS and the peak bytes autograd keeps saved for backward (counted with
+``torch.autograd.graph.saved_tensors_hooks`` during the warm-up call). Batched rows: K segments per iteration as
+one vmap-ed inner loop vs one after another (one process, interleaved rounds), per-trajectory time ratio.
 """
 from __future__ import annotations
 
 import copy
+import json
+import os
+from pathlib import Path
 import resource
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -30,8 +39,9 @@ from torch import nn
 from bench_suites._common import row
 from vsd.distill.augment import DSA
 from vsd.distill.flat import FlatModel
-from vsd.distill.matching import (Segment, available_memory_bytes, batched_matching_grads, choose_backend,
-                                  make_plan, matching_grads, unroll_bytes)
+from vsd.distill.cpu_memory import available_memory_bytes, large_blocks_policy
+from vsd.distill.matching import (UNROLL_HEADROOM, Segment, batched_matching_grads, choose_backend, make_plan,
+                                  matching_grads, unroll_bytes)
 from vsd.models import create_model
 
 SUITE = "distill"
@@ -104,18 +114,20 @@ def baseline_unroll(net: ViewNet, w0: torch.Tensor, target: torch.Tensor, images
 
 
 def _problem(model: str, width: int, chans: int, size: int, ipc: int, steps: int, dsa: bool, k: int = 1):
+    """The benchmark problem on CUDA when present, else CPU (random images and experts, seeded)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    net = create_model(model, num_classes=10, in_chans=chans, img_size=size, net_width=width)
+    net = create_model(model, num_classes=10, in_chans=chans, img_size=size, net_width=width).to(device)
     fm = FlatModel(net)
     w0 = fm.flatten_module()
     gen = torch.Generator().manual_seed(0)
-    images = torch.randn(10 * ipc, chans, size, size, generator=gen)
-    labels = torch.arange(10).repeat_interleave(ipc)
+    images = torch.randn(10 * ipc, chans, size, size, generator=gen).to(device)
+    labels = torch.arange(10).repeat_interleave(ipc).to(device)
     aug = DSA("color_crop_cutout_scale_rotate") if dsa else None
     segments = []
     for _ in range(k):
-        start = w0 + 0.01 * torch.randn(w0.shape, generator=gen)
-        target = start + 0.01 * torch.randn(w0.shape, generator=gen)
+        start = w0 + 0.01 * torch.randn(w0.shape, generator=gen).to(device)
+        target = start + 0.01 * torch.randn(w0.shape, generator=gen).to(device)
         segments.append(Segment(start, [(steps, target)], make_plan(len(images), steps, 0, aug, size, size, gen)))
     return fm, ViewNet(net), images, labels, aug, segments
 
@@ -162,44 +174,100 @@ def _ratio(times: Dict[str, List[float]], name: str, base: str) -> Tuple[float, 
     return statistics.median(r), min(r), max(r)
 
 
-def engine_rows(case: str, spec: Dict[str, Any], repeats: int) -> List[Dict]:
+def _arm(spec: Dict[str, Any], arm: str, rounds: int) -> Dict[str, Any]:
+    """One engine on one problem, as it runs in a process of its own: ``baseline`` with glibc's defaults (a plain
+    script), ``unroll`` / ``constant_memory`` as the distiller runs that configured backend (the unroll with the CPU
+    large-block policy), ``auto`` as the distiller runs its default (policy, timed probe, then the pick). One
+    warm-up call (counting the saved activations), then ``rounds`` timed calls."""
+    torch.set_num_threads(int(spec.pop("threads", torch.get_num_threads())))
     fm, net, images, labels, aug, (seg,) = _problem(**spec)
     lr = torch.tensor(0.01)
-    target = seg.targets[0][1]
-    calls = {
-        "baseline": lambda: baseline_unroll(net, seg.w0, target, images, lr, labels, seg.plan, aug),
-        "unroll": lambda: matching_grads("unroll", fm, seg.w0, seg.targets, images, lr, labels, seg.plan, aug),
-        "constant_memory": lambda: matching_grads("constant_memory", fm, seg.w0, seg.targets, images, lr, labels,
-                                                  seg.plan, aug),
-    }
+
+    def engine(name: str):
+        return matching_grads(name, fm, seg.w0, seg.targets, images, lr, labels, seg.plan, aug)
+
+    out: Dict[str, Any] = {"engine": arm, "allocator": "", "reason": ""}
+    if arm == "baseline":
+        call = lambda: baseline_unroll(net, seg.w0, seg.targets[0][1], images, lr, labels, seg.plan, aug)  # noqa: E731
+    else:
+        need = unroll_bytes(fm, [seg], images, labels, aug)
+        budget = available_memory_bytes(images.device)
+        if arm in ("unroll", "auto"):
+            out["allocator"] = large_blocks_policy(need, budget, images.device)
+        if arm == "auto":
+            out["engine"], _, out["reason"] = choose_backend(engine, need, budget, images.device)
+        call = lambda: engine(out["engine"])  # noqa: E731
+    out["saved_peak"] = live_saved_peak(call)
+    usage: Dict[str, List[Tuple[float, float, int]]] = {}
+    out["times"] = _rounds({arm: call}, rounds, usage)[arm]
+    out["usage"] = usage[arm]
+    out["maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return out
+
+
+def _arm_in_process(spec: Dict[str, Any], arm: str, rounds: int) -> Dict[str, Any]:
+    """:func:`_arm` in a fresh Python process (allocator state is per process: in one process the heap one engine
+    left behind would serve the next one's blocks)."""
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(root / "tools"),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    spec = dict(spec, threads=torch.get_num_threads())
+    proc = subprocess.run([sys.executable, "-m", "bench_suites.distill", "--arm", json.dumps(spec), arm, str(rounds)],
+                          capture_output=True, text=True, env=env, cwd=root / "tools")
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark arm {arm} failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _vs_baseline(arm: Dict[str, Any], base: Dict[str, Any]) -> str:
+    """Speed-up = median baseline time / median arm time, with the range over all (baseline, arm) call pairs."""
+    pairs = [b / t for b in base["times"] for t in arm["times"]]
+    med = statistics.median(base["times"]) / statistics.median(arm["times"])
+    return f"speed-up x{med:.2f} (pairs {min(pairs):.2f}-{max(pairs):.2f})"
+
+
+def _usage_line(arm: Dict[str, Any]) -> str:
+    return (f"{_usage({'a': arm['usage']}, 'a')}, peak RSS {arm['maxrss'] / 2 ** 30:.2f} GB, "
+            f"peak saved MB {arm['saved_peak'] / 2 ** 20:.0f}")
+
+
+def _merge(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One arm's passes: times and usage pooled, the largest peak RSS, the choices of every pass."""
+    out = dict(runs[0], times=[t for r in runs for t in r["times"]], usage=[u for r in runs for u in r["usage"]],
+               maxrss=max(r["maxrss"] for r in runs))
+    for key in ("engine", "allocator", "reason"):
+        out[key] = " | ".join(dict.fromkeys(r[key] for r in runs))
+    return out
+
+
+def engine_rows(case: str, spec: Dict[str, Any], repeats: int, passes: int = 2) -> List[Dict]:
+    fm, _, images, labels, aug, (seg,) = _problem(**spec)
     need = unroll_bytes(fm, [seg], images, labels, aug)  # the distiller's estimate, against what is free now
     budget = available_memory_bytes(images.device)
     gb = 2 ** 30
-    if need > budget:  # the unroll (and the baseline, which saves the same) cannot run: say so, time the other
-        auto, _, reason = choose_backend(lambda b: None, need, budget)  # decided on memory, nothing is timed
-        calls = {"constant_memory": calls["constant_memory"]}
-    mem = {n: live_saved_peak(c) for n, c in calls.items()}  # also the warm-up round
-    usage: Dict[str, List[Tuple[float, float, int]]] = {}
-    times = _rounds(calls, repeats, usage)
-    if "baseline" not in calls:
+    if need * UNROLL_HEADROOM > budget:  # neither the unroll nor the baseline (which saves the same) can run
+        cm = _arm_in_process(spec, "constant_memory", repeats)
         return [row(SUITE, case, "s/iteration: constant_memory (flat unroll and unroll do not fit)",
-                    statistics.median(times["constant_memory"]), None,
-                    notes=f"unroll and baseline would keep ~{need / gb:.1f} GB of activations, "
-                          f"{budget / gb:.1f} GB available; peak saved MB {mem['constant_memory'] / 2**20:.0f}; "
-                          f"user/sys {_usage(usage, 'constant_memory')}; auto picks {auto} ({reason})")]
-    auto, _, reason = choose_backend(lambda b: calls[b](), need, budget)
+                    statistics.median(cm["times"]), None,
+                    notes=f"unroll and baseline would keep ~{need / gb:.1f} GB of activations, {budget / gb:.1f} GB "
+                          f"available; auto takes constant_memory on memory alone; user/sys {_usage_line(cm)}")]
+    order = ["baseline", "unroll", "constant_memory", "auto"]
+    runs: Dict[str, List[Dict[str, Any]]] = {a: [] for a in order}
+    for p in range(passes):  # one process per arm and pass; every other pass in reverse order
+        for a in (order[::-1] if p % 2 else order):
+            runs[a].append(_arm_in_process(spec, a, repeats))
+    arms = {a: _merge(r) for a, r in runs.items()}
+    base = arms["baseline"]
     rows = []
-    for name in ("unroll", "constant_memory"):
-        med, lo, hi = _ratio(times, name, "baseline")
-        rows.append(row(SUITE, case, f"s/iteration: {name} vs flat unroll", statistics.median(times[name]),
-                        statistics.median(times["baseline"]),
-                        notes=f"speed-up x{med:.2f} (rounds {lo:.2f}-{hi:.2f}); peak saved MB "
-                              f"{mem[name] / 2**20:.0f} vs {mem['baseline'] / 2**20:.0f}; user/sys "
-                              f"{_usage(usage, name)} vs {_usage(usage, 'baseline')}"))
-    med, lo, hi = _ratio(times, auto, "baseline")
-    rows.append(row(SUITE, case, f"s/iteration: auto ({auto}) vs flat unroll", statistics.median(times[auto]),
-                    statistics.median(times["baseline"]),
-                    notes=f"speed-up x{med:.2f} (rounds {lo:.2f}-{hi:.2f}), after its first iteration; {reason}"))
+    for name in ("unroll", "constant_memory", "auto"):
+        arm = arms[name]
+        label = f"auto ({arm['engine']})" if name == "auto" else name
+        detail = {"unroll": f"; {arm['allocator']}", "constant_memory": "",
+                  "auto": f"; {arm['allocator']}; {arm['reason']}"}[name]
+        rows.append(row(SUITE, case, f"s/iteration: {label} vs flat unroll", statistics.median(arm["times"]),
+                        statistics.median(base["times"]),
+                        notes=f"{_vs_baseline(arm, base)}; user/sys {_usage_line(arm)} vs {_usage_line(base)}"
+                              f"{detail}"))
     return rows
 
 
@@ -219,49 +287,54 @@ def batched_rows(case: str, spec: Dict[str, Any], k: int, backend: str, repeats:
 CIFAR = dict(model="convnet_d3", width=128, chans=3, size=32)
 DIGITS = dict(model="convnet_d2", width=32, chans=1, size=16)
 
-# (kind, ipc, syn_steps, DSA, K, backend, rounds): the subset of the paper grid that a loaded 2-core CPU runs in
-# about an hour; the rest (CIFAR ipc 50, syn_steps 80, the unroll at ipc 10 syn_steps 40) needs a GPU
-GRID = [("digits", 1, 20, True, 1, None, 3), ("digits", 1, 20, True, 2, "unroll", 3),
-        ("digits", 1, 20, True, 4, "unroll", 3), ("digits", 1, 20, True, 4, "constant_memory", 3),
-        ("digits", 1, 80, True, 1, None, 3), ("digits", 10, 20, True, 1, None, 3),
-        ("cifar", 1, 20, True, 1, None, 3), ("cifar", 1, 20, False, 1, None, 3),
-        ("cifar", 1, 10, True, 4, "constant_memory", 3), ("cifar", 10, 20, True, 1, None, 2),
-        ("cifar", 10, 40, True, 1, None, 2)]
+# (kind, ipc, syn_steps, DSA, K, backend, rounds, passes): the subset of the paper grid that a loaded 2-core CPU
+# runs in about an hour; the rest (CIFAR ipc 50, syn_steps 80) needs a GPU
+GRID = [("digits", 1, 20, True, 1, None, 5, 2), ("digits", 1, 20, True, 2, "unroll", 3, 1),
+        ("digits", 1, 20, True, 4, "unroll", 3, 1), ("digits", 1, 20, True, 4, "constant_memory", 3, 1),
+        ("digits", 1, 80, True, 1, None, 5, 2), ("digits", 10, 20, True, 1, None, 5, 2),
+        ("cifar", 1, 20, True, 1, None, 3, 2), ("cifar", 1, 20, False, 1, None, 3, 2),
+        ("cifar", 1, 10, True, 4, "constant_memory", 3, 1), ("cifar", 10, 20, True, 1, None, 2, 1),
+        ("cifar", 10, 40, True, 1, None, 2, 1)]
 
 NOTES = """
 Baseline (1.0x): a straightforward flat-parameter unroll written in the suite (the network's weights are views of
-one flat vector, re-pointed every step, MTT-style), same problem, minibatches and DSA draws. `value` and
-`baseline` are medians of s/iteration (or s/trajectory; process CPU time on CPU, wall time on CUDA) over
-interleaved rounds in rotating, alternating order (2 rounds at CIFAR ipc 10, else 3, after a warm-up round);
-`ratio` = time ratio (< 1 = faster); notes give the speed-up as the median of per-round ratios and its min-max
-spread, the peak bytes autograd keeps saved for backward, and the median user / system CPU seconds and minor page
-faults per iteration. `auto` = the engine the distiller's own choice (memory estimate against the available
-memory, then a timed probe of 4 iterations) takes on that problem; its row is that engine's time after the first
-iteration. Where 1.25x the unroll's estimated activations exceeds the available memory, neither it nor the
-baseline (which saves the same) is run, and the row says so (CIFAR ipc 10 syn_steps 40 is estimated at 11 GB,
-which fits 23 GB; its row takes ~20 CPU-minutes). Batched rows: K trajectory segments per iteration as one
-vmap-ed inner loop vs one after another. Not in the grid: CIFAR ipc 50 (500 images: ~28 GB of unroll
+one flat vector, re-pointed every step, MTT-style), same problem, minibatches and DSA draws, run as a plain script
+runs it. Every engine row runs in a process of its own (the baseline too: glibc's allocator state is per process),
+the engines as the distiller runs them: `unroll` and `auto` with the CPU large-block policy (large blocks served
+from the heap when 2x the unroll's estimated activations fit the available memory, `vsd/distill/cpu_memory.py`).
+`value` and `baseline` are medians of s/iteration (or s/trajectory; process CPU time on CPU, wall time on CUDA)
+over `rounds` timed calls after a warm-up call, in `passes` processes per engine (GRID in
+tools/bench_suites/distill.py); `ratio` = time ratio (< 1 = faster); notes give the speed-up (ratio of the medians)
+with its range over all (baseline, engine) call pairs, the median user / system CPU seconds and minor page faults
+per call, the process's peak RSS (everything it held: data, model, allocator) and the peak bytes autograd keeps
+saved for backward. `auto` = the engine the distiller's own choice (memory estimate against the available
+memory, then a timed probe of 4 iterations) takes; its row is that engine's time after the probe. Where 1.25x
+the unroll's estimated activations exceeds the available memory, neither it nor the baseline (which saves the
+same) is run, and the row says so. Batched rows: K trajectory segments per iteration as one vmap-ed inner loop vs
+one after another, interleaved in one process. Not in the grid: CIFAR ipc 50 (500 images: ~28 GB of unroll
 activations at syn_steps 20, more than this machine has, and several CPU-minutes per iteration and engine),
-syn_steps 80 at CIFAR size; `GRID` in tools/bench_suites/distill.py lists the rows.
+syn_steps 80 at CIFAR size.
 """
 
 
 def run(quick: bool = False) -> List[Dict]:
     where = f"CPU {torch.get_num_threads()} thread(s)" if not torch.cuda.is_available() else "CUDA"
     rows: List[Dict] = []
-    for kind, ipc, steps, dsa, k, backend, rounds in GRID[:2] if quick else GRID:
+    for kind, ipc, steps, dsa, k, backend, rounds, passes in GRID[:2] if quick else GRID:
         spec = dict(CIFAR if kind == "cifar" else DIGITS, ipc=ipc, steps=steps, dsa=dsa)
         net = "CIFAR ConvNet-D3 w128 32px" if kind == "cifar" else "digits ConvNet-D2 w32 16px"
         case = f"{net}, ipc {ipc}, syn_steps {steps}, DSA {'on' if dsa else 'off'} ({where})"
         start = time.time()
-        rounds = 2 if quick else rounds
-        rows += engine_rows(case, spec, rounds) if k == 1 else batched_rows(case, spec, k, backend, rounds)
+        rounds, passes = (2, 1) if quick else (rounds, passes)
+        rows += (engine_rows(case, spec, rounds, passes) if k == 1
+                 else batched_rows(case, spec, k, backend, rounds))
         rows[-1]["notes"] += f"; measured in {time.time() - start:.0f} s"
     return rows
 
 
 if __name__ == "__main__":
-    import sys
-
-    for r in run(quick="--quick" in sys.argv):
-        print(r)
+    if sys.argv[1:2] == ["--arm"]:  # one arm in this process: python -m bench_suites.distill --arm SPEC ARM ROUNDS
+        print(json.dumps(_arm(json.loads(sys.argv[2]), sys.argv[3], int(sys.argv[4]))))
+    else:
+        for r in run(quick="--quick" in sys.argv):
+            print(r)

@@ -40,12 +40,10 @@ Engine choice (:func:`choose_backend`, used by ``distill.backend: auto``): the u
 estimated activation memory (:func:`unroll_bytes`) fits the budget and it wins a timed probe of the first
 iteration against the constant-memory engine.
 
-CPU memory (:func:`keep_freed_memory`, applied by the first engine call on CPU): glibc's malloc gives the free
-top of its heap back to the OS once it exceeds a threshold that adapts to the largest freed block; an unroll frees
-hundreds of MB of activations at the end of every iteration and allocates them again in the next, so an iteration
-page-faulted (kernel zero-fill) much of its activation memory back in: ~15% of an iteration at digits size.
-Whether a given iteration did depended on which small block happened to sit at the top of the heap (any live
-tensor there blocks the trim). The engines therefore turn the trim off once.
+CPU memory: the engines' first call on CPU keeps freed memory in the process
+(:func:`vsd.distill.cpu_memory.keep_freed_memory`); the distiller also serves large blocks from the heap where
+the memory budget has room (:func:`vsd.distill.cpu_memory.large_blocks_policy`). Both remove page faults that
+re-fetched an iteration's activations from the OS in every iteration; the module says what each costs.
 
 Labels are ``[N]`` class indices, or ``[N, K]`` learnable soft-label *logits* (targets ``softmax(labels)``, a
 DATM-style option). Deliberate differences from the official code: the denominators use the actual start point
@@ -65,10 +63,7 @@ Example:
 """
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
-import os
-import platform
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -77,38 +72,13 @@ import torch.nn.functional as F
 from torch.func import vmap
 
 from vsd.distill.augment import DSA, DSAParams
+from vsd.distill.cpu_memory import keep_freed_memory
 from vsd.distill.flat import FlatModel
 
 Target = Tuple[int, torch.Tensor]
 BACKENDS = ("unroll", "constant_memory", "higher")
 # the unroll's peak over its saved activations (final backward's temporaries; measured 1.1-1.3x on CPU)
 UNROLL_HEADROOM = 1.25
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h> mallopt parameters
-_MMAP_THRESHOLD_MAX = 32 * 2 ** 20  # glibc's largest (64-bit)
-_freed_memory_kept: Optional[bool] = None
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory in the process for reuse (once per process; True if in effect).
-
-    ``mallopt(M_TRIM_THRESHOLD, -1)`` stops it from giving the free top of the heap back to the OS, which
-    otherwise happened at the end of an inner loop, the next iteration page-faulting the memory in again. Setting
-    it freezes glibc's adaptive mmap threshold, so ``M_MMAP_THRESHOLD`` is set to glibc's largest, 32 MB (the
-    value the adaptive one grows to): blocks above it are ``mmap``-ed and unmapped on free, as by default
-    (serving them from the heap too, ``M_MMAP_MAX=0``, removes their page faults as well, 1.3-2 s of system
-    time per CIFAR ipc 10 syn_steps 3 iteration of ~4 s user time, but fragments the heap: peak memory +10-30%
-    there). No effect (False) outside glibc
-    (e.g. macOS, musl); process-wide, like any allocator setting.
-    """
-    global _freed_memory_kept
-    if _freed_memory_kept is None:
-        _freed_memory_kept = False
-        if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-            mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-            if mallopt is not None:
-                _freed_memory_kept = (bool(mallopt(_M_TRIM_THRESHOLD, -1))
-                                      and bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)))
-    return _freed_memory_kept
 
 
 @dataclass
@@ -441,41 +411,6 @@ def unroll_bytes(fm: FlatModel, segments: Sequence[Segment], images: torch.Tenso
         xb, yb = _inputs(x, y, plans, 0, augment)
         torch.autograd.grad(_step_loss(fm, w, xb, yb, scales), w, create_graph=True)
     return sum(seen.values()) * len(plans[0])
-
-
-def _heap_free_bytes() -> int:
-    """Free bytes inside this process's glibc heap (``mallinfo2().fordblks``): memory that
-    :func:`keep_freed_memory` kept, which the OS does not count as available but this process reuses first."""
-    if not keep_freed_memory():
-        return 0
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                         "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-    mallinfo2 = getattr(ctypes.CDLL(None), "mallinfo2", None)
-    if mallinfo2 is None:
-        return 0
-    mallinfo2.restype = MallInfo2
-    return int(mallinfo2().fordblks)
-
-
-def available_memory_bytes(device: Optional[torch.device] = None) -> int:
-    """Memory the unroll may use: free device memory on CUDA; on CPU the kernel's ``MemAvailable`` (free memory
-    plus the page cache it can drop; else the free pages, ``SC_AVPHYS_PAGES``) plus the free memory kept in this
-    process's heap."""
-    if device is not None and device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
-    return available + _heap_free_bytes()
 
 
 def choose_backend(call: Callable[[str], Grads], steps_bytes: Optional[int], budget_bytes: Optional[int],

@@ -20,7 +20,10 @@ rounding; ``auto`` (default) picks one on the first iteration: ``constant_memory
 activation memory exceeds ``max_memory_gb`` (default: the free device memory on CUDA, ``MemAvailable`` on
 CPU), else the faster of the two in a timed probe of that iteration (:func:`vsd.distill.matching.choose_backend`).
 The choice and its reason are logged, stored in the checkpoint (a resumed run keeps it, so resume stays exact)
-and in the results (``backend``, ``backend_reason``).
+and in the results (``backend``, ``backend_reason``). On CPU, before the probe (``auto``) or the first iteration
+(``unroll``), the distiller serves large blocks from glibc's heap when twice the unroll's estimated activations fit
+the budget (:func:`vsd.distill.cpu_memory.large_blocks_policy`; results ``cpu_allocator``): up to 1.4x faster
+iterations at CIFAR size for ~1.8x the activations' memory instead of ~1.35x.
 
 Guards (deliberate additions to the official code):
 
@@ -57,7 +60,8 @@ from vsd.distill.evaluate import accuracy, evaluate_set, recalibrate_batchnorm, 
 from vsd.distill.experts import ExpertSpec, buffer_identity, build_buffer, conv_slices, load_buffer, perturb_weights
 from vsd.distill.export import export_imagefolder, save_class_grids, save_distilled, to_display
 from vsd.distill.flat import FlatModel
-from vsd.distill.matching import (BACKENDS, Segment, available_memory_bytes, batched_matching_grads,
+from vsd.distill.cpu_memory import available_memory_bytes, large_blocks_policy
+from vsd.distill.matching import (BACKENDS, Segment, batched_matching_grads,
                                   choose_backend, make_plan, time_options, unroll_bytes)
 from vsd.distill.precision import autocast_dtype, dtype_name
 from vsd.distill.registry import register_distiller
@@ -309,6 +313,9 @@ class Matcher:
         # the engine: fixed by the config, or chosen on the first iteration (then kept, also across resume)
         self.backend: Optional[str] = None if d.backend == "auto" else d.backend
         self.backend_reason = "set in the config" if self.backend else ""
+        # CPU allocator for the unroll (large blocks from the heap where memory has room), set per process
+        self.allocator: Optional[str] = None if self.backend in (None, "unroll") and images.device.type == "cpu" \
+            else ""
         # K > 1 trajectories: one vmap-ed loop (True) or one after another; CUDA: vmap, CPU: timed once
         self.vectorize: Optional[bool] = True if d.num_trajectories == 1 or images.device.type == "cuda" else None
         self.vectorize_reason = "one trajectory" if d.num_trajectories == 1 else "CUDA"
@@ -413,8 +420,13 @@ class Matcher:
                                           self.augment, d.inner_momentum, d.inner_optimizer, vectorize)
 
         result = None
-        if self.backend is None:
+        need = None
+        if self.backend is None or self.allocator is None:
             need = unroll_bytes(self.fm, segments, self.images, train_labels, self.augment)
+        if self.allocator is None:  # before the probe, so that it times the engines as they will run
+            self.allocator = large_blocks_policy(need, self.memory_budget(), self.images.device)
+            self.say(f"CPU memory: {self.allocator}")
+        if self.backend is None:
             self.backend, result, self.backend_reason = choose_backend(call, need, self.memory_budget(),
                                                                        self.images.device)
             if self._take_rank0_backend():
@@ -501,7 +513,8 @@ def run_matching(d: MTTConfig, matcher: Matcher, out_dir: Path, say: Callable[[s
             "distill_wall_s": time.time() - t0, "syn_lr_clamped": matcher.clamped,
             "final_loss": matcher.history[-1] if matcher.history else None,
             "backend": matcher.backend or "auto (no iteration run)", "backend_reason": matcher.backend_reason,
-            "trajectory_batching": matcher.batching(), "trajectory_batching_reason": matcher.vectorize_reason}
+            "trajectory_batching": matcher.batching(), "trajectory_batching_reason": matcher.vectorize_reason,
+            "cpu_allocator": matcher.allocator or None}
 
 
 def _progress(iterable, enabled: bool, start: int, total: int):
