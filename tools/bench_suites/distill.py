@@ -176,7 +176,7 @@ def _ratio(times: Dict[str, List[float]], name: str, base: str) -> Tuple[float, 
 
 def _arm(spec: Dict[str, Any], arm: str, rounds: int) -> Dict[str, Any]:
     """One engine on one problem, as it runs in a process of its own: ``baseline`` with glibc's defaults (a plain
-    script), ``unroll`` / ``constant_memory`` as the distiller runs that configured backend (the unroll with the CPU
+    script), ``unroll`` / ``constant_memory`` as the distiller runs that configured backend (with the CPU
     large-block policy), ``auto`` as the distiller runs its default (policy, timed probe, then the pick). One
     warm-up call (counting the saved activations), then ``rounds`` timed calls."""
     torch.set_num_threads(int(spec.pop("threads", torch.get_num_threads())))
@@ -192,8 +192,7 @@ def _arm(spec: Dict[str, Any], arm: str, rounds: int) -> Dict[str, Any]:
     else:
         need = unroll_bytes(fm, [seg], images, labels, aug)
         budget = available_memory_bytes(images.device)
-        if arm in ("unroll", "auto"):
-            out["allocator"] = large_blocks_policy(need, budget, images.device)
+        out["allocator"] = large_blocks_policy(need, budget, images.device)
         if arm == "auto":
             out["engine"], _, out["reason"] = choose_backend(engine, need, budget, images.device)
         call = lambda: engine(out["engine"])  # noqa: E731
@@ -262,8 +261,7 @@ def engine_rows(case: str, spec: Dict[str, Any], repeats: int, passes: int = 2) 
     for name in ("unroll", "constant_memory", "auto"):
         arm = arms[name]
         label = f"auto ({arm['engine']})" if name == "auto" else name
-        detail = {"unroll": f"; {arm['allocator']}", "constant_memory": "",
-                  "auto": f"; {arm['allocator']}; {arm['reason']}"}[name]
+        detail = f"; {arm['allocator']}" + (f"; {arm['reason']}" if name == "auto" else "")
         rows.append(row(SUITE, case, f"s/iteration: {label} vs flat unroll", statistics.median(arm["times"]),
                         statistics.median(base["times"]),
                         notes=f"{_vs_baseline(arm, base)}; user/sys {_usage_line(arm)} vs {_usage_line(base)}"
@@ -288,20 +286,20 @@ CIFAR = dict(model="convnet_d3", width=128, chans=3, size=32)
 DIGITS = dict(model="convnet_d2", width=32, chans=1, size=16)
 
 # (kind, ipc, syn_steps, DSA, K, backend, rounds, passes): the subset of the paper grid that a loaded 2-core CPU
-# runs in about an hour; the rest (CIFAR ipc 50, syn_steps 80) needs a GPU
+# runs in about an hour and a half; the rest (syn_steps 80 at CIFAR size, ipc 50 beside the baseline) needs a GPU
 GRID = [("digits", 1, 20, True, 1, None, 5, 2), ("digits", 1, 20, True, 2, "unroll", 3, 1),
         ("digits", 1, 20, True, 4, "unroll", 3, 1), ("digits", 1, 20, True, 4, "constant_memory", 3, 1),
         ("digits", 1, 80, True, 1, None, 5, 2), ("digits", 10, 20, True, 1, None, 5, 2),
         ("cifar", 1, 20, True, 1, None, 3, 2), ("cifar", 1, 20, False, 1, None, 3, 2),
         ("cifar", 1, 10, True, 4, "constant_memory", 3, 1), ("cifar", 10, 20, True, 1, None, 2, 1),
-        ("cifar", 10, 40, True, 1, None, 2, 1)]
+        ("cifar", 10, 40, True, 1, None, 2, 1), ("cifar", 50, 20, True, 1, None, 2, 1)]
 
 NOTES = """
 Baseline (1.0x): a straightforward flat-parameter unroll written in the suite (the network's weights are views of
 one flat vector, re-pointed every step, MTT-style), same problem, minibatches and DSA draws, run as a plain script
 runs it. Every engine row runs in a process of its own (the baseline too: glibc's allocator state is per process),
-the engines as the distiller runs them: `unroll` and `auto` with the CPU large-block policy (large blocks served
-from the heap when 2x the unroll's estimated activations fit the available memory, `vsd/distill/cpu_memory.py`).
+the engines as the distiller runs them, with the CPU large-block policy (large blocks served from the heap when
+2x the unroll's estimated activations fit the available memory, `vsd/distill/cpu_memory.py`).
 `value` and `baseline` are medians of s/iteration (or s/trajectory; process CPU time on CPU, wall time on CUDA)
 over `rounds` timed calls after a warm-up call, in `passes` processes per engine (GRID in
 tools/bench_suites/distill.py); `ratio` = time ratio (< 1 = faster); notes give the speed-up (ratio of the medians)
@@ -311,9 +309,8 @@ saved for backward. `auto` = the engine the distiller's own choice (memory estim
 memory, then a timed probe of 4 iterations) takes; its row is that engine's time after the probe. Where 1.25x
 the unroll's estimated activations exceeds the available memory, neither it nor the baseline (which saves the
 same) is run, and the row says so. Batched rows: K trajectory segments per iteration as one vmap-ed inner loop vs
-one after another, interleaved in one process. Not in the grid: CIFAR ipc 50 (500 images: ~28 GB of unroll
-activations at syn_steps 20, more than this machine has, and several CPU-minutes per iteration and engine),
-syn_steps 80 at CIFAR size.
+one after another, interleaved in one process. Not in the grid: syn_steps 80 at CIFAR size (CIFAR ipc 50: ~28 GB
+of unroll activations at syn_steps 20, more than this machine has, so only `constant_memory` runs).
 """
 
 

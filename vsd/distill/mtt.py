@@ -21,9 +21,9 @@ activation memory exceeds ``max_memory_gb`` (default: the free device memory on 
 CPU), else the faster of the two in a timed probe of that iteration (:func:`vsd.distill.matching.choose_backend`).
 The choice and its reason are logged, stored in the checkpoint (a resumed run keeps it, so resume stays exact)
 and in the results (``backend``, ``backend_reason``). On CPU, before the probe (``auto``) or the first iteration
-(``unroll``), the distiller serves large blocks from glibc's heap when twice the unroll's estimated activations fit
-the budget (:func:`vsd.distill.cpu_memory.large_blocks_policy`; results ``cpu_allocator``): up to 1.4x faster
-iterations at CIFAR size for ~1.8x the activations' memory instead of ~1.35x.
+(``unroll``, ``constant_memory``), the distiller serves large blocks from glibc's heap when twice the unroll's
+estimated activations fit the budget (:func:`vsd.distill.cpu_memory.large_blocks_policy`; results
+``cpu_allocator``): 1.5x faster unroll iterations at CIFAR ipc 10 for ~23% more peak memory (BENCHMARKS.md).
 
 Guards (deliberate additions to the official code):
 
@@ -313,9 +313,8 @@ class Matcher:
         # the engine: fixed by the config, or chosen on the first iteration (then kept, also across resume)
         self.backend: Optional[str] = None if d.backend == "auto" else d.backend
         self.backend_reason = "set in the config" if self.backend else ""
-        # CPU allocator for the unroll (large blocks from the heap where memory has room), set per process
-        self.allocator: Optional[str] = None if self.backend in (None, "unroll") and images.device.type == "cpu" \
-            else ""
+        # CPU allocator of the flat engines (large blocks from the heap where memory has room), set per process
+        self.allocator: Optional[str] = None if self.backend != "higher" and images.device.type == "cpu" else ""
         # K > 1 trajectories: one vmap-ed loop (True) or one after another; CUDA: vmap, CPU: timed once
         self.vectorize: Optional[bool] = True if d.num_trajectories == 1 or images.device.type == "cuda" else None
         self.vectorize_reason = "one trajectory" if d.num_trajectories == 1 else "CUDA"
