@@ -245,3 +245,19 @@ def test_unfit_eval_model_kwargs_refused_before_any_compute(tmp_path):
     with pytest.raises(ValueError, match="'resnet32_cifar' with eval_model_kwargs .* cannot be built"):
         run_distiller(cfg, tmp_path / "bad")
     assert not (tmp_path / "buffers").exists()  # no expert was trained
+
+
+def test_cpu_memory_budget_is_shared_by_the_local_processes(tmp_path, monkeypatch):
+    """torchrun's processes on one machine share its RAM: each rank's CPU budget is the available memory divided
+    by LOCAL_WORLD_SIZE (else every rank would plan for the whole machine); max_memory_gb is taken as given."""
+    budgets = []
+    monkeypatch.setattr(mtt_module, "available_memory_bytes", lambda device: 12 * 2 ** 30)
+    monkeypatch.setattr(mtt_module, "large_blocks_policy",
+                        lambda need, budget, device: budgets.append(budget) or "policy line")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    run_distiller(_cfg(tmp_path, "distill.iterations=1", "distill.backend=unroll"), tmp_path / "shared")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    run_distiller(_cfg(tmp_path, "distill.iterations=1", "distill.backend=unroll"), tmp_path / "alone")
+    run_distiller(_cfg(tmp_path, "distill.iterations=1", "distill.backend=unroll", "distill.max_memory_gb=5"),
+                  tmp_path / "set")
+    assert budgets == [4 * 2 ** 30, 12 * 2 ** 30, 5 * 2 ** 30]

@@ -44,6 +44,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,10 +366,13 @@ class Matcher:
             self.vectorize_reason = f"{extra.get('vectorize_reason', '')} (chosen before the resume, kept)"
 
     def memory_budget(self) -> int:
-        """Bytes ``auto`` may give the unroll: ``max_memory_gb``, else free CUDA memory or available RAM."""
+        """Bytes ``auto`` may give the unroll: ``max_memory_gb``, else free CUDA memory, or the available RAM
+        shared by the processes torchrun started on this machine (``LOCAL_WORLD_SIZE``)."""
         if self.d.max_memory_gb:
             return int(self.d.max_memory_gb * 2 ** 30)
-        return available_memory_bytes(self.images.device)
+        if self.images.device.type == "cuda":
+            return available_memory_bytes(self.images.device)
+        return available_memory_bytes(self.images.device) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
     def batching(self) -> str:
         """How the trajectories of one iteration run: ``'vmap'`` or ``'sequential'``."""
