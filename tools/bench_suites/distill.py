@@ -231,12 +231,10 @@ def _usage_line(arm: Dict[str, Any]) -> str:
 
 
 def _merge(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """One arm's passes: times and usage pooled, the largest peak RSS, the choices of every pass."""
-    out = dict(runs[0], times=[t for r in runs for t in r["times"]], usage=[u for r in runs for u in r["usage"]],
-               maxrss=max(r["maxrss"] for r in runs))
-    for key in ("engine", "allocator", "reason"):
-        out[key] = " | ".join(dict.fromkeys(r[key] for r in runs))
-    return out
+    """One arm's passes: times and usage pooled, the largest peak RSS, the engine of every pass (the first pass's
+    reasons)."""
+    return dict(runs[0], times=[t for r in runs for t in r["times"]], usage=[u for r in runs for u in r["usage"]],
+                maxrss=max(r["maxrss"] for r in runs), engine=" | ".join(dict.fromkeys(r["engine"] for r in runs)))
 
 
 def engine_rows(case: str, spec: Dict[str, Any], repeats: int, passes: int = 2) -> List[Dict]:
