@@ -285,9 +285,9 @@ DIGITS = dict(model="convnet_d2", width=32, chans=1, size=16)
 
 # (kind, ipc, syn_steps, DSA, K, backend, rounds, passes): the subset of the paper grid that a loaded 2-core CPU
 # runs in about an hour and a half; the rest (syn_steps 40/80 at ipc 10/50, ipc 50 beside the baseline) needs a GPU
-GRID = [("digits", 1, 20, True, 1, None, 5, 2), ("digits", 1, 20, True, 2, "unroll", 3, 1),
+GRID = [("digits", 1, 20, True, 1, None, 15, 2), ("digits", 1, 20, True, 2, "unroll", 3, 1),
         ("digits", 1, 20, True, 4, "unroll", 3, 1), ("digits", 1, 20, True, 4, "constant_memory", 3, 1),
-        ("digits", 1, 80, True, 1, None, 5, 2), ("digits", 10, 20, True, 1, None, 5, 2),
+        ("digits", 1, 80, True, 1, None, 8, 2), ("digits", 10, 20, True, 1, None, 8, 2),
         ("cifar", 1, 20, True, 1, None, 3, 2), ("cifar", 1, 20, False, 1, None, 3, 2),
         ("cifar", 1, 10, True, 4, "constant_memory", 3, 1), ("cifar", 10, 20, True, 1, None, 2, 1),
         ("cifar", 10, 40, True, 1, None, 2, 1), ("cifar", 50, 20, True, 1, None, 2, 1),
