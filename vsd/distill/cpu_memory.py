@@ -12,8 +12,9 @@ zero-filled by the kernel):
    CIFAR size (ConvNet-D3 width 128, 32 px, 100 images: 52 MB per first-block activation) that is 4-8 million
    page faults and 6-17 s of system time per iteration on top of ~26 s of user time, varying with where the heap
    happened to have room. :func:`serve_large_blocks_from_heap` (``M_MMAP_MAX = 0``) takes those blocks from the
-   heap too, where they are reused: 0 page faults after two iterations. Its cost is fragmentation: the process
-   peak there rose from 7.5 to 10.0 GB (1.8x the unroll's 5.5 GB estimate). So it is turned on only where
+   heap too, where they are reused: 0.1-0.2M page faults and under 1 s of system time per iteration, 1.5x
+   faster (BENCHMARKS.md). Its cost is fragmentation: the process peak there rose from 7.5 to 9.8-10.2 GB
+   (1.8x the unroll's 5.5 GB estimate). So it is turned on only where
    :data:`HEAP_HEADROOM` times the unroll's estimated activations fits the memory budget
    (:func:`large_blocks_policy`).
 

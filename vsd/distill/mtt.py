@@ -23,7 +23,7 @@ The choice and its reason are logged, stored in the checkpoint (a resumed run ke
 and in the results (``backend``, ``backend_reason``). On CPU, before the probe (``auto``) or the first iteration
 (``unroll``, ``constant_memory``), the distiller serves large blocks from glibc's heap when twice the unroll's
 estimated activations fit the budget (:func:`vsd.distill.cpu_memory.large_blocks_policy`; results
-``cpu_allocator``): 1.5x faster unroll iterations at CIFAR ipc 10 for ~23% more peak memory (BENCHMARKS.md).
+``cpu_allocator``): 1.5x faster unroll iterations at CIFAR ipc 10 for ~30% more peak memory (BENCHMARKS.md).
 
 Guards (deliberate additions to the official code):
 
