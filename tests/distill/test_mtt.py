@@ -1,5 +1,6 @@
 """The mtt distiller end to end on digits (tiny): exact resume, divergence guard, bad input."""
 import json
+import re
 
 import pytest
 import torch
@@ -261,3 +262,37 @@ def test_cpu_memory_budget_is_shared_by_the_local_processes(tmp_path, monkeypatc
     run_distiller(_cfg(tmp_path, "distill.iterations=1", "distill.backend=unroll", "distill.max_memory_gb=5"),
                   tmp_path / "set")
     assert budgets == [4 * 2 ** 30, 12 * 2 ** 30, 5 * 2 ** 30]
+
+
+def test_every_rank_takes_rank_0s_engine_and_batching(tmp_path, monkeypatch):
+    """Under DDP each rank probes, then takes rank 0's engine and trajectory batching (the ones rank 0's checkpoint
+    stores, so a resume repeats what every rank ran). Simulated: rank 0 broadcasts the option this rank did not
+    pick."""
+    class TwoRanks:
+        @staticmethod
+        def is_available():
+            return True
+
+        @staticmethod
+        def is_initialized():
+            return True
+
+        @staticmethod
+        def get_world_size():
+            return 2
+
+        @staticmethod
+        def broadcast(index, src):
+            index.fill_(1 - int(index))  # the other of the first two options
+
+    monkeypatch.setattr(mtt_module, "dist", TwoRanks)
+    results = run_distiller(_cfg(tmp_path, "distill.iterations=2", "distill.num_trajectories=2"), tmp_path / "r1")
+
+    def probe_winner(reason):  # "... timed probe (CPU time): a 0.1 s/it, b 0.2 s/it ...": the faster one
+        timings = re.findall(r"(\w+) ([0-9.e-]+) s/it", reason)
+        return min(timings, key=lambda t: float(t[1]))[0]
+
+    for key, chosen in (("backend_reason", results["backend"]),
+                        ("trajectory_batching_reason", results["trajectory_batching"])):
+        assert results[key].startswith("rank 0's choice (this rank's probe: timed probe"), results[key]
+        assert probe_winner(results[key]) != chosen, results[key]

@@ -378,17 +378,14 @@ class Matcher:
         """How the trajectories of one iteration run: ``'vmap'`` or ``'sequential'``."""
         return "sequential" if self.vectorize is False else "vmap"
 
-    def _take_rank0_backend(self) -> bool:
-        """Under DDP every rank uses rank 0's choice (the one its checkpoint stores); True if this rank's changed."""
+    def _rank0_choice(self, options: Tuple[Any, ...], mine: Any) -> Any:
+        """Under DDP rank 0's pick among ``options`` (the one its checkpoint stores, so a resumed run repeats what
+        every rank ran); ``mine`` without DDP."""
         if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return False
-        index = torch.tensor([BACKENDS.index(self.backend)], device=self.images.device)
+            return mine
+        index = torch.tensor([options.index(mine)], device=self.images.device)
         dist.broadcast(index, src=0)
-        chosen = BACKENDS[int(index)]
-        if chosen == self.backend:
-            return False
-        self.backend, self.backend_reason = chosen, f"rank 0's choice (this rank's probe: {self.backend_reason})"
-        return True
+        return options[int(index)]
 
     def targets_for(self, traj: torch.Tensor, start: int) -> List[Tuple[int, torch.Tensor]]:
         d = self.d
@@ -432,13 +429,21 @@ class Matcher:
         if self.backend is None:
             self.backend, result, self.backend_reason = choose_backend(call, need, self.memory_budget(),
                                                                        self.images.device)
-            if self._take_rank0_backend():
+            chosen = self._rank0_choice(BACKENDS, self.backend)
+            if chosen != self.backend:
+                self.backend_reason = f"rank 0's choice (this rank's probe: {self.backend_reason})"
+                self.backend = chosen
                 result = call(self.backend)
             self.say(f"engine: {self.backend} ({self.backend_reason})")
         if self.vectorize is None:
-            self.vectorize, result, reason = time_options(lambda v: call(self.backend, v), (True, False),
-                                                          self.images.device)
-            self.vectorize_reason = reason.replace("True", "vmap").replace("False", "sequential")
+            vectorize, result, reason = time_options(lambda v: call(self.backend, v), (True, False),
+                                                     self.images.device)
+            reason = reason.replace("True", "vmap").replace("False", "sequential")
+            self.vectorize = self._rank0_choice((True, False), vectorize)
+            if self.vectorize != vectorize:
+                reason = f"rank 0's choice (this rank's probe: {reason})"
+                result = call(self.backend, self.vectorize)
+            self.vectorize_reason = reason
             self.say(f"{d.num_trajectories} trajectories per iteration: {self.batching()} ({self.vectorize_reason})")
         loss, grads = result if result is not None else call(self.backend)
         total_loss = float(loss)
