@@ -69,10 +69,15 @@ def _check_two_ranks(tmp_path, proc, probe, out, names, final, loss_key):
 @pytest.mark.parametrize("backend", [
     "unroll", pytest.param("constant_memory", marks=pytest.mark.slow), pytest.param("higher", marks=pytest.mark.slow)])
 def test_mtt_two_ranks(tmp_path, backend):
-    sets = MTT + [f"distill.backend={backend}", f"distill.buffer_dir={tmp_path / 'buffers'}"]
+    """Two trajectories per iteration: each rank times vmap against sequential and takes rank 0's pick (gloo
+    broadcast); the synthetic sets stay identical."""
+    sets = MTT + [f"distill.backend={backend}", f"distill.buffer_dir={tmp_path / 'buffers'}",
+                  "distill.num_trajectories=2"]
     proc, probe, out = _torchrun(tmp_path, backend, sets)
     results = _check_two_ranks(tmp_path, proc, probe, out, ["images", "syn_lr"], 4, "final_loss")
     assert results["iterations_done"] == 4 and results["experts_trained_now"] >= 1
+    if backend != "higher":  # higher always runs trajectories in turn
+        assert results["trajectory_batching"] in ("vmap", "sequential") and results["cpu_allocator"]
     folder = next((tmp_path / "buffers").iterdir())
     assert sorted(p.name for p in folder.glob("expert_*")) == ["expert_000.safetensors", "expert_001.safetensors"]
 
