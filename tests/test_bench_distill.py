@@ -37,6 +37,9 @@ def test_speed_up_is_the_ratio_of_medians_with_the_pair_range():
     merged = bench._merge([{"times": [1.0], "usage": [(1, 0, 0)], "maxrss": 5, "engine": "unroll"},
                            {"times": [3.0], "usage": [(3, 0, 0)], "maxrss": 9, "engine": "constant_memory"}])
     assert merged["times"] == [1.0, 3.0] and merged["maxrss"] == 9 and merged["engine"] == "unroll | constant_memory"
+    # medians of (user, system, faults) over calls, peak RSS in GB, saved peak in MB
+    usage = {"usage": [(1.0, 0.5, 10), (2.0, 0.1, 30), (3.0, 0.2, 20)], "maxrss": 2 ** 30, "saved_peak": 2 ** 21}
+    assert bench._usage_line(usage) == "2/0.2 s, 20 page faults, peak RSS 1.00 GB, peak saved MB 2"
 
 
 @pytest.mark.slow  # ~5-10 s: a fresh Python process imports torch

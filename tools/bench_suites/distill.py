@@ -162,12 +162,6 @@ def _rounds(calls: Dict[str, Callable[[], Any]], repeats: int,
     return times
 
 
-def _usage(usage: Dict[str, List[Tuple[float, float, int]]], name: str) -> str:
-    """Median user / system seconds and minor page faults per call."""
-    med = [statistics.median(u[i] for u in usage[name]) for i in range(3)]
-    return f"{med[0]:.3g}/{med[1]:.2g} s, {med[2]:.0f} page faults"
-
-
 def _ratio(times: Dict[str, List[float]], name: str, base: str) -> Tuple[float, float, float]:
     """Median, min and max of the per-round ratios base-time / name-time (> 1 = faster than the baseline)."""
     r = [b / t for b, t in zip(times[base], times[name])]
@@ -179,9 +173,10 @@ def _arm(spec: Dict[str, Any], arm: str, rounds: int) -> Dict[str, Any]:
     script), ``unroll`` / ``constant_memory`` as the distiller runs that configured backend (with the CPU
     large-block policy), ``auto`` as the distiller runs its default (policy, timed probe, then the pick). One
     warm-up call (counting the saved activations), then ``rounds`` timed calls."""
+    spec = dict(spec)
     torch.set_num_threads(int(spec.pop("threads", torch.get_num_threads())))
     fm, net, images, labels, aug, (seg,) = _problem(**spec)
-    lr = torch.tensor(0.01)
+    lr = torch.tensor(0.01, device=images.device)
 
     def engine(name: str):
         return matching_grads(name, fm, seg.w0, seg.targets, images, lr, labels, seg.plan, aug)
@@ -226,7 +221,9 @@ def _vs_baseline(arm: Dict[str, Any], base: Dict[str, Any]) -> str:
 
 
 def _usage_line(arm: Dict[str, Any]) -> str:
-    return (f"{_usage({'a': arm['usage']}, 'a')}, peak RSS {arm['maxrss'] / 2 ** 30:.2f} GB, "
+    """Median user / system seconds and minor page faults per call, the peak RSS and the saved-activation peak."""
+    user, system, faults = (statistics.median(u[i] for u in arm["usage"]) for i in range(3))
+    return (f"{user:.3g}/{system:.2g} s, {faults:.0f} page faults, peak RSS {arm['maxrss'] / 2 ** 30:.2f} GB, "
             f"peak saved MB {arm['saved_peak'] / 2 ** 20:.0f}")
 
 
@@ -269,7 +266,7 @@ def engine_rows(case: str, spec: Dict[str, Any], repeats: int, passes: int = 2) 
 
 def batched_rows(case: str, spec: Dict[str, Any], k: int, backend: str, repeats: int) -> List[Dict]:
     fm, _, images, labels, aug, segments = _problem(k=k, **spec)
-    lr = torch.tensor(0.01)
+    lr = torch.tensor(0.01, device=images.device)
     calls = {v: (lambda v=v: batched_matching_grads(backend, fm, segments, images, lr, labels, aug,
                                                      vectorize=v == "vmap")) for v in ("sequential", "vmap")}
     for c in calls.values():
